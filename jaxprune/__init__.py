@@ -1,0 +1,26 @@
+"""jaxprune: pruning pre-trained language models to high sparsity in JAX.
+
+The core is pure functions on parameter pytrees (:mod:`jaxprune.criteria`,
+:mod:`jaxprune.masks`, :mod:`jaxprune.schedules`) and one optax transformation,
+:func:`masked_optimizer`, that applies them inside any JAX training step.
+"""
+
+from jaxprune import criteria, masks, paths, schedules
+from jaxprune.criteria import Criterion
+from jaxprune.masks import sparsity, sparsity_report
+from jaxprune.optim import MaskedOptimizerState, masked_optimizer, masks_of
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Criterion",
+    "MaskedOptimizerState",
+    "criteria",
+    "masked_optimizer",
+    "masks",
+    "masks_of",
+    "paths",
+    "schedules",
+    "sparsity",
+    "sparsity_report",
+]

@@ -1,0 +1,283 @@
+"""Masks from scores: exact top-k (global or per leaf), N:M, and sparsity reports.
+
+Score and mask pytrees may hold ``None`` where a parameter is not prunable; such leaves are
+skipped. Masks are boolean arrays shaped like their scores (True = kept), so they take the
+same sharding as the parameters.
+
+The global top-k never concatenates or sorts the model. Scores are mapped to order-preserving
+uint32 keys and the k-th largest key is found by bisection on its 32 bits: each of the 32
+steps is one count (a fused compare-and-sum over every leaf), so the search is exact, costs
+O(n) per step and runs on sharded leaves without gathering them. Ties at the threshold are
+broken by position (earlier leaf in ``jax.tree.leaves`` order, then lower flat index wins),
+found by a second bisection on that position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxprune import paths
+
+_SIGN = np.uint32(0x80000000)
+
+
+def _keys(scores: jax.Array) -> jax.Array:
+    """Order-preserving float32 -> uint32 map; NaN ranks lowest, -0.0 equals +0.0."""
+    x = scores.astype(jnp.float32)
+    x = jnp.where(jnp.isnan(x), -jnp.inf, x)
+    x = jnp.where(x == 0, jnp.zeros_like(x), x)
+    bits = lax.bitcast_convert_type(x, jnp.uint32)
+    return jnp.where(bits >= _SIGN, ~bits, bits | _SIGN)
+
+
+def _kept_count(density: jax.Array, n: int) -> jax.Array:
+    """``round(density * n)`` as int32, clipped to [0, n] (float32 arithmetic)."""
+    return jnp.clip(jnp.round(density * n), 0, n).astype(jnp.int32)
+
+
+def _check_sparsity(sparsity: Any) -> None:
+    try:
+        value = float(sparsity)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return  # traced: checked where the schedule is built
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {value}")
+
+
+def _grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> list[jax.Array]:
+    """Keeps exactly ``ks[g]`` largest entries within each group of leaves.
+
+    Args:
+      leaves: score arrays.
+      groups: group index of every leaf (0..G-1).
+      ks: int32[G], number of entries to keep per group.
+    """
+    n_groups = int(ks.shape[0])
+    members = [[i for i, g in enumerate(groups) if g == j] for j in range(n_groups)]
+
+    def count(pred) -> jax.Array:  # int32[G]: sum of pred(i, leaf) over each group
+        return jnp.stack(
+            [sum(jnp.sum(pred(i, leaves[i]), dtype=jnp.int32) for i in m) for m in members]
+        )
+
+    def key_bit(b, prefix):
+        cand = prefix | jnp.left_shift(jnp.uint32(1), (31 - b).astype(jnp.uint32))
+        n_ge = count(lambda i, s: _keys(s) >= cand[groups[i]])
+        return jnp.where(n_ge >= ks, cand, prefix)
+
+    tau = lax.fori_loop(0, 32, key_bit, jnp.zeros((n_groups,), jnp.uint32))
+    n_gt = count(lambda i, s: _keys(s) > tau[groups[i]])
+    n_eq = count(lambda i, s: _keys(s) == tau[groups[i]])
+    need = ks - n_gt  # how many tied entries to keep, per group
+
+    # Position of every entry within its group: leaf offset + flat index.
+    offsets, sizes = [0] * len(leaves), [0] * n_groups
+    for i, s in enumerate(leaves):
+        offsets[i] = sizes[groups[i]]
+        sizes[groups[i]] += s.size
+
+    def position(i: int, s: jax.Array) -> jax.Array:
+        return jnp.arange(s.size, dtype=jnp.int32).reshape(s.shape) + offsets[i]
+
+    def tie_cutoff() -> jax.Array:
+        # Smallest position bound J per group such that `need` tied entries lie below J.
+        bits = max(1, math.ceil(math.log2(max(sizes) + 1)))
+
+        def pos_bit(b, lo):
+            cand = lo + (jnp.int32(1) << (bits - 1 - b))
+            below = count(lambda i, s: (_keys(s) == tau[groups[i]]) & (position(i, s) < cand[groups[i]]))
+            return jnp.where(below < need, cand, lo)
+
+        # lo ends as the largest J with fewer than `need` tied entries below it.
+        lo = lax.fori_loop(0, bits, pos_bit, jnp.zeros((n_groups,), jnp.int32))
+        return lo + 1
+
+    cutoff = lax.cond(
+        jnp.all(n_eq == need),
+        lambda: jnp.full((n_groups,), np.iinfo(np.int32).max, jnp.int32),
+        tie_cutoff,
+    )
+    masks = []
+    for i, s in enumerate(leaves):
+        k = _keys(s)
+        g = groups[i]
+        masks.append((k > tau[g]) | ((k == tau[g]) & (position(i, s) < cutoff[g]) & (need[g] > 0)))
+    return masks
+
+
+def topk(
+    scores: Any,
+    sparsity: chex.Numeric,
+    *,
+    scope: Literal["global", "local"] = "global",
+) -> Any:
+    """Boolean masks keeping the highest scores.
+
+    Keeps exactly ``round((1 - sparsity) * n)`` entries, where ``n`` counts every entry of
+    every leaf (``scope="global"``) or of each leaf separately (``scope="local"``). The count
+    is computed in float32, so it is exact for ``n < 2**24`` and within ``n * 2**-24`` of the
+    real-valued product beyond that. Ties are broken by position: earlier leaf, then lower
+    flat index. NaN scores rank below everything.
+
+    Args:
+      scores: pytree of float arrays (``None`` leaves are skipped and stay ``None``).
+      sparsity: fraction to prune, in [0, 1); may be traced.
+      scope: one threshold over all leaves, or one per leaf.
+
+    Returns:
+      A pytree of bool arrays shaped like ``scores``.
+    """
+    if scope not in ("global", "local"):
+        raise ValueError(f"scope must be 'global' or 'local', got {scope!r}")
+    _check_sparsity(sparsity)
+    leaves, treedef = jax.tree.flatten(scores)
+    if not leaves:
+        raise ValueError("topk got a score tree with no arrays")
+    leaves = [jnp.asarray(s) for s in leaves]
+    density = 1.0 - jnp.asarray(sparsity, jnp.float32)
+    if scope == "global":
+        groups = [0] * len(leaves)
+        ks = _kept_count(density, sum(s.size for s in leaves))[None]
+    else:
+        groups = list(range(len(leaves)))
+        ks = jnp.stack([_kept_count(density, s.size) for s in leaves])
+    return jax.tree.unflatten(treedef, _grouped_topk(leaves, groups, ks))
+
+
+def nm(scores: Any, n: int, m: int, axis: int = -1) -> Any:
+    """N:M masks: in every run of ``m`` consecutive entries along ``axis``, keep the ``n`` best.
+
+    Ties are broken by the lower index. ``nm(scores, 2, 4)`` gives the 2:4 pattern that sparse
+    tensor cores accelerate (for a Flax kernel of shape (in, out), ``axis=0`` groups along the
+    reduction dimension, as those kernels need).
+
+    Raises:
+      ValueError: if ``not 0 < n <= m`` or a leaf's ``axis`` is not divisible by ``m``.
+    """
+    if not 0 < n <= m:
+        raise ValueError(f"N:M needs 0 < n <= m, got n={n}, m={m}")
+
+    def one(path, s):
+        s = jnp.asarray(s)
+        ax = axis % s.ndim
+        if s.shape[ax] % m:
+            raise ValueError(
+                f"N:M with m={m}: dimension {ax} of {paths.path_str(path)} has size "
+                f"{s.shape[ax]}, not divisible by {m}"
+            )
+        moved = jnp.moveaxis(_keys(s), ax, -1)
+        grouped = moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m)
+        # Descending by key, ascending by index: stable sort of the negated order.
+        order = jnp.argsort(~grouped, axis=-1, stable=True)
+        rank = jnp.argsort(order, axis=-1, stable=True)
+        keep = (rank < n).reshape(moved.shape)
+        return jnp.moveaxis(keep, -1, ax)
+
+    return jax.tree_util.tree_map_with_path(one, scores)
+
+
+def apply(params: Any, masks: Any) -> Any:
+    """Zeroes the pruned entries: ``where(mask, param, 0)``; leaves with a ``None`` mask pass."""
+    return jax.tree.map(
+        lambda m, p: p if m is None else jnp.where(m, p, jnp.zeros_like(p)),
+        masks,
+        params,
+        is_leaf=lambda x: x is None,
+    )
+
+
+def sparsity(tree: Any) -> jax.Array:
+    """Fraction of pruned entries over all leaves: False for bool masks, zeros otherwise."""
+    leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
+    if not leaves:
+        raise ValueError("sparsity of an empty tree")
+    total = sum(x.size for x in leaves)
+    zeros = sum(jnp.sum(x == 0, dtype=jnp.float32) for x in leaves)
+    return zeros / total
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportRow:
+    """One leaf of a :class:`SparsityReport`."""
+
+    path: str
+    shape: tuple[int, ...]
+    kept: int
+    size: int
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.kept / self.size if self.size else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsityReport:
+    """Per-leaf kept counts of the prunable leaves; ``str()`` renders a table."""
+
+    rows: tuple[ReportRow, ...]
+    other_params: int  # entries of leaves that are not pruned
+
+    @property
+    def kept(self) -> int:
+        return sum(r.kept for r in self.rows)
+
+    @property
+    def size(self) -> int:
+        return sum(r.size for r in self.rows)
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.kept / self.size if self.size else 0.0
+
+    def __str__(self) -> str:
+        width = max([len(r.path) for r in self.rows] + [len("total (prunable)")])
+        head = f"{'path':<{width}}  {'shape':>14}  {'kept':>11}  {'sparsity':>8}"
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            shape = "x".join(map(str, r.shape)) or "()"
+            lines.append(f"{r.path:<{width}}  {shape:>14}  {r.kept:>11,}  {r.sparsity:>8.2%}")
+        lines.append("-" * len(head))
+        lines.append(
+            f"{'total (prunable)':<{width}}  {self.size:>14,}  {self.kept:>11,}  {self.sparsity:>8.2%}"
+        )
+        lines.append(f"not pruned: {self.other_params:,} entries in other leaves")
+        return "\n".join(lines)
+
+
+def sparsity_report(params: Any, masks: Any | None = None) -> SparsityReport:
+    """Per-leaf table of path, shape, kept entries and sparsity.
+
+    Args:
+      params: parameter pytree.
+      masks: mask pytree from :func:`jaxprune.masks_of` (``None`` leaves = not prunable). When
+        omitted, every leaf is reported and its non-zeros count as kept.
+    """
+    flat_p, _ = jax.tree_util.tree_flatten_with_path(params)
+    if masks is None:
+        flat_m = [None] * len(flat_p)
+        report_all = True
+    else:
+        paths.check_same_structure(
+            params, jax.tree.map(lambda m, p: p if m is None else m, masks, params,
+                                 is_leaf=lambda x: x is None),
+            what="masks",
+        )
+        flat_m = jax.tree.leaves(masks, is_leaf=lambda x: x is None)
+        report_all = False
+    rows, other = [], 0
+    for (path, p), m in zip(flat_p, flat_m, strict=True):
+        p = np.asarray(p)
+        if m is None and not report_all:
+            other += p.size
+            continue
+        kept = int(np.count_nonzero(np.asarray(m) if m is not None else p))
+        rows.append(ReportRow(paths.path_str(path), tuple(p.shape), kept, int(p.size)))
+    return SparsityReport(tuple(rows), other)

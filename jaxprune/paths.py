@@ -1,0 +1,103 @@
+"""Parameter paths and the selection of prunable leaves.
+
+A leaf's path is its pytree key path joined with ``/``, so a Flax NNX BERT kernel reads
+``encoder/layer/3/attention/self/query/kernel``. Selections follow big_vision: a regular
+expression searched in that string, or a predicate ``(path, leaf) -> bool``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import jax
+
+Prunable: TypeAlias = str | re.Pattern[str] | Callable[[str, Any], bool]
+
+# The six encoder matrices of every BERT-family layer (query, key, value, attention output,
+# FFN in, FFN out): weights only. This is what SMP, movement pruning and SparseBERT prune.
+BERT_ENCODER_KERNELS = (
+    r"(^|/)encoder/layer/\d+/"
+    r"(attention/(self/(query|key|value)|output/dense)|intermediate/dense|output/dense)/kernel$"
+)
+# The same matrices with their biases, ranked together: what PINS and PLATON prune.
+BERT_ENCODER_KERNELS_AND_BIASES = BERT_ENCODER_KERNELS.replace("/kernel$", "/(kernel|bias)$")
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def path_str(path: tuple[Any, ...]) -> str:
+    """Joins a JAX key path into ``a/b/0/c``."""
+    return "/".join(_key_name(k) for k in path)
+
+
+def leaf_paths(tree: Any) -> list[str]:
+    """The ``/``-joined path of every leaf of ``tree``, in ``jax.tree.leaves`` order."""
+    return [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def select(tree: Any, prunable: Prunable) -> Any:
+    """A pytree of Python bools shaped like ``tree``: True where the leaf is prunable.
+
+    Raises:
+      ValueError: if nothing is selected, naming a few of the paths that exist.
+      TypeError: if ``prunable`` is neither a regex nor a predicate.
+    """
+    if isinstance(prunable, str | re.Pattern):
+        pattern = re.compile(prunable)
+
+        def pick(path: str, leaf: Any) -> bool:
+            del leaf
+            return pattern.search(path) is not None
+
+    elif callable(prunable):
+        pick = prunable
+    else:
+        raise TypeError(
+            f"prunable must be a regex string or a predicate (path, leaf) -> bool, "
+            f"got {type(prunable).__name__}"
+        )
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    chosen = [bool(pick(path_str(p), leaf)) for p, leaf in flat]
+    if not any(chosen):
+        paths = [path_str(p) for p, _ in flat]
+        shown = ", ".join(paths[:8]) + (", ..." if len(paths) > 8 else "")
+        raise ValueError(
+            f"prunable={prunable!r} selects no leaf of the {len(paths)} in params "
+            f"(paths: {shown})"
+        )
+    return jax.tree_util.tree_unflatten(treedef, chosen)
+
+
+def check_same_structure(reference: Any, other: Any, *, what: str, ref_name: str = "params") -> None:
+    """Raises a ValueError naming the first path where ``other`` differs from ``reference``.
+
+    Compares tree structure, then every leaf's shape.
+    """
+    ref_flat, ref_def = jax.tree_util.tree_flatten_with_path(reference)
+    oth_flat, oth_def = jax.tree_util.tree_flatten_with_path(other)
+    if ref_def != oth_def:
+        ref_paths = [path_str(p) for p, _ in ref_flat]
+        oth_paths = [path_str(p) for p, _ in oth_flat]
+        missing = sorted(set(ref_paths) - set(oth_paths))
+        extra = sorted(set(oth_paths) - set(ref_paths))
+        detail = []
+        if missing:
+            detail.append(f"missing {missing[:5]}")
+        if extra:
+            detail.append(f"unexpected {extra[:5]}")
+        if not detail:
+            detail.append(f"{ref_def} vs {oth_def}")
+        raise ValueError(f"{what} do not match the tree of {ref_name}: " + "; ".join(detail))
+    for (path, a), (_, b) in zip(ref_flat, oth_flat, strict=True):
+        if getattr(a, "shape", None) != getattr(b, "shape", None):
+            raise ValueError(
+                f"{what} at {path_str(path)} has shape {getattr(b, 'shape', None)}, "
+                f"expected {getattr(a, 'shape', None)} as in {ref_name}"
+            )
