@@ -209,6 +209,12 @@ def pins(
     ``S`` as the derivation implies. Window averaging, EMA and uncertainty as PLATON's, on the
     weight *before* the step. ``lr`` is the learning rate passed by ``masked_optimizer``.
     Defaults follow the published RTE script (beta1 0.85, beta2 0.99, deltaT 10).
+
+    For the authors' exact training loop, pair it with ``masked_optimizer(...,
+    update_every=schedules.every(10, final_from=end), lr_step_offset=1, hold_pruned=False)``
+    behind ``optax.clip_by_global_norm(1.0)``. One difference stays: the code zeroes scores
+    strictly below the ``int(N*(1-r))``-th smallest, keeping about ``ceil(N*r) + 1`` entries
+    and every tie; jaxprune keeps exactly ``round(N*r)``.
     """
 
     def instant(p, g, lr):
@@ -230,4 +236,3 @@ def by_name(name: str, **kwargs: Any) -> Criterion:
     if name not in table:
         raise ValueError(f"unknown criterion {name!r}; choose from {sorted(table)}")
     return table[name](**kwargs)
-

@@ -15,6 +15,7 @@ found by a second bisection on that position.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Literal
 
@@ -32,10 +33,10 @@ _SIGN = np.uint32(0x80000000)
 def _keys(scores: jax.Array) -> jax.Array:
     """Order-preserving float32 -> uint32 map; NaN ranks lowest, -0.0 equals +0.0."""
     x = scores.astype(jnp.float32)
-    x = jnp.where(jnp.isnan(x), -jnp.inf, x)
     x = jnp.where(x == 0, jnp.zeros_like(x), x)
     bits = lax.bitcast_convert_type(x, jnp.uint32)
-    return jnp.where(bits >= _SIGN, ~bits, bits | _SIGN)
+    keys = jnp.where(bits >= _SIGN, ~bits, bits | _SIGN)
+    return jnp.where(jnp.isnan(x), jnp.uint32(0), keys)
 
 
 def _kept_count(density: jax.Array, n: int) -> jax.Array:
@@ -93,7 +94,9 @@ def _grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> 
 
         def pos_bit(b, lo):
             cand = lo + (jnp.int32(1) << (bits - 1 - b))
-            below = count(lambda i, s: (_keys(s) == tau[groups[i]]) & (position(i, s) < cand[groups[i]]))
+            below = count(
+                lambda i, s: (_keys(s) == tau[groups[i]]) & (position(i, s) < cand[groups[i]])
+            )
             return jnp.where(below < need, cand, lo)
 
         # lo ends as the largest J with fewer than `need` tied entries below it.
@@ -138,11 +141,15 @@ def topk(
     if scope not in ("global", "local"):
         raise ValueError(f"scope must be 'global' or 'local', got {scope!r}")
     _check_sparsity(sparsity)
-    leaves, treedef = jax.tree.flatten(scores)
-    if not leaves:
+    if not jax.tree.leaves(scores):
         raise ValueError("topk got a score tree with no arrays")
-    leaves = [jnp.asarray(s) for s in leaves]
-    density = 1.0 - jnp.asarray(sparsity, jnp.float32)
+    return _topk(scores, jnp.asarray(sparsity, jnp.float32), scope)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _topk(scores: Any, sparsity: jax.Array, scope: str) -> Any:
+    leaves, treedef = jax.tree.flatten(scores)
+    density = 1.0 - sparsity
     if scope == "global":
         groups = [0] * len(leaves)
         ks = _kept_count(density, sum(s.size for s in leaves))[None]
@@ -245,9 +252,8 @@ class SparsityReport:
             shape = "x".join(map(str, r.shape)) or "()"
             lines.append(f"{r.path:<{width}}  {shape:>14}  {r.kept:>11,}  {r.sparsity:>8.2%}")
         lines.append("-" * len(head))
-        lines.append(
-            f"{'total (prunable)':<{width}}  {self.size:>14,}  {self.kept:>11,}  {self.sparsity:>8.2%}"
-        )
+        total = f"{'total (prunable)':<{width}}  {self.size:>14,}"
+        lines.append(f"{total}  {self.kept:>11,}  {self.sparsity:>8.2%}")
         lines.append(f"not pruned: {self.other_params:,} entries in other leaves")
         return "\n".join(lines)
 
@@ -266,8 +272,10 @@ def sparsity_report(params: Any, masks: Any | None = None) -> SparsityReport:
         report_all = True
     else:
         paths.check_same_structure(
-            params, jax.tree.map(lambda m, p: p if m is None else m, masks, params,
-                                 is_leaf=lambda x: x is None),
+            params,
+            jax.tree.map(
+                lambda m, p: p if m is None else m, masks, params, is_leaf=lambda x: x is None
+            ),
             what="masks",
         )
         flat_m = jax.tree.leaves(masks, is_leaf=lambda x: x is None)

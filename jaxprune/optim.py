@@ -53,6 +53,21 @@ def _is_none(x: Any) -> bool:
     return x is None
 
 
+def _injected_learning_rate(inner_state: optax.OptState) -> chex.Array | None:
+    """The ``learning_rate`` hyperparameter of an ``optax.inject_hyperparams`` state, if any."""
+    found = [
+        s.hyperparams["learning_rate"]
+        for s in jax.tree.leaves(inner_state, is_leaf=lambda x: hasattr(x, "hyperparams"))
+        if isinstance(getattr(s, "hyperparams", None), dict) and "learning_rate" in s.hyperparams
+    ]
+    if len(found) > 1:
+        raise ValueError(
+            f"found {len(found)} injected learning rates in the inner optimizer's state; "
+            "pass learning_rate= to masked_optimizer"
+        )
+    return found[0] if found else None
+
+
 def masked_optimizer(
     inner: optax.GradientTransformation,
     *,
@@ -64,6 +79,7 @@ def masked_optimizer(
     mask_rule: MaskRule | None = None,
     learning_rate: optax.ScalarOrSchedule | None = None,
     lr_step_offset: int = 0,
+    hold_pruned: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     """Wraps ``inner`` so that the selected parameters are pruned on a schedule.
 
@@ -85,6 +101,9 @@ def masked_optimizer(
         is built with ``optax.inject_hyperparams``.
       lr_step_offset: evaluate ``learning_rate`` at ``step + offset``; the PINS code
         uses the next step's rate (offset 1).
+      hold_pruned: True (default): pruned entries are exactly 0 after every step. False
+        reproduces the PLATON and PINS code, where masks are applied only on mask-update
+        steps and pruned weights train, and may regrow, in between.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; its ``update`` needs ``params``.
@@ -119,7 +138,7 @@ def masked_optimizer(
             if callable(learning_rate):
                 return jnp.asarray(learning_rate(step + lr_step_offset), jnp.float32)
             return jnp.asarray(learning_rate, jnp.float32)
-        return jnp.asarray(optax.tree_utils.tree_get(inner_state, "learning_rate"), jnp.float32)
+        return jnp.asarray(_injected_learning_rate(inner_state), jnp.float32)
 
     def init_fn(params: optax.Params) -> MaskedOptimizerState:
         selection = paths.select(params, prunable)
@@ -128,7 +147,7 @@ def masked_optimizer(
         if (
             criterion.needs_lr
             and learning_rate is None
-            and optax.tree_utils.tree_get(inner_state, "learning_rate") is None
+            and _injected_learning_rate(inner_state) is None
         ):
             raise ValueError(
                 "this criterion needs the learning rate: pass learning_rate= to "
@@ -169,9 +188,17 @@ def masked_optimizer(
             scores = criterion.scores(crit_state, _prunable_subtree(scored, selection))
             return mask_rule(scores, schedule(state.step))
 
-        new_masks = lax.cond(due(state.step), recompute, lambda: state.masks)
+        is_due = due(state.step)
+        new_masks = lax.cond(is_due, recompute, lambda: state.masks)
+
+        def apply(m, u, p):
+            if m is None:
+                return u
+            keep = m if hold_pruned else m | ~is_due
+            return jnp.where(keep, u, (-p).astype(u.dtype))
+
         masked = jax.tree.map(
-            lambda m, u, p: u if m is None else jnp.where(m, u, (-p).astype(u.dtype)),
+            apply,
             new_masks,
             inner_updates,
             params,

@@ -69,13 +69,14 @@ def select(tree: Any, prunable: Prunable) -> Any:
         paths = [path_str(p) for p, _ in flat]
         shown = ", ".join(paths[:8]) + (", ..." if len(paths) > 8 else "")
         raise ValueError(
-            f"prunable={prunable!r} selects no leaf of the {len(paths)} in params "
-            f"(paths: {shown})"
+            f"prunable={prunable!r} selects no leaf of the {len(paths)} in params (paths: {shown})"
         )
     return jax.tree_util.tree_unflatten(treedef, chosen)
 
 
-def check_same_structure(reference: Any, other: Any, *, what: str, ref_name: str = "params") -> None:
+def check_same_structure(
+    reference: Any, other: Any, *, what: str, ref_name: str = "params"
+) -> None:
     """Raises a ValueError naming the first path where ``other`` differs from ``reference``.
 
     Compares tree structure, then every leaf's shape.

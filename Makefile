@@ -1,0 +1,37 @@
+# The two commands for a fresh machine: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SHARED_DATA := $(abspath ../shared/data)
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+ifneq ($(wildcard $(SHARED_DATA)),)
+export JAXPRUNE_DATA_DIR ?= $(SHARED_DATA)
+endif
+
+.PHONY: demo test test-all lint bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) experiments/demo_toy.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+test-all: lint
+	$(VENV)/bin/pytest -q -m ""
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,222 @@
+"""Overhead of pruning: the masked train step and the global mask update.
+
+    .venv/bin/python benchmarks/overhead.py
+
+Measures, in one run:
+
+1. A jitted AdamW train step (forward, backward, update, ``optax.apply_updates``) on a stack
+   of BERT-base-shaped dense blocks (four 768x768 kernels, a 768x3072 / 3072x768 GELU FFN,
+   biases; 4,096 tokens, MSE loss), with plain ``optax.adamw`` and with
+   ``jaxprune.masked_optimizer`` around it (magnitude, PINS). Only steps that do not
+   recompute the masks are timed. Goal: masked / dense <= 1.05.
+2. One global top-k mask update (``jaxprune.masks.topk``) against a full sort of the same
+   scores (all kernels of ``--mask-blocks`` blocks, 85M entries for 12). Goal: top-k < sort.
+
+Variants are interleaved across repeats (ABCABC...) so that drift on a noisy machine hits
+all of them alike; compilation is excluded and the median over repeats is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import optax
+
+import jaxprune
+
+HIDDEN, FFN, TOKENS = 768, 3072, 4096
+SHAPES: dict[str, tuple[int, int]] = {
+    "q": (HIDDEN, HIDDEN),
+    "k": (HIDDEN, HIDDEN),
+    "v": (HIDDEN, HIDDEN),
+    "o": (HIDDEN, HIDDEN),
+    "ffn_in": (HIDDEN, FFN),
+    "ffn_out": (FFN, HIDDEN),
+}
+# Larger than any step count timed here: after the warm-up step 0 (a mask update, since
+# 0 % n == 0), no timed step recomputes the masks.
+UPDATE_EVERY = 10**6
+
+Params = dict[str, dict[str, dict[str, jax.Array]]]
+TrainState = tuple[Params, optax.OptState]
+Step = Callable[[Params, optax.OptState, jax.Array, jax.Array], TrainState]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=2, help="blocks in the train step")
+    parser.add_argument("--steps", type=int, default=3, help="train steps per timed repeat")
+    parser.add_argument("--repeats", type=int, default=5, help="timed train-step repeats")
+    parser.add_argument("--mask-blocks", type=int, default=12, help="blocks of scores to rank")
+    parser.add_argument("--mask-repeats", type=int, default=3, help="timed mask-update repeats")
+    return parser.parse_args()
+
+
+def command_line(args: argparse.Namespace) -> str:
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()]
+    return shlex.join([os.path.relpath(sys.executable), sys.argv[0], *flags])
+
+
+def init_params(blocks: int, seed: int) -> Params:
+    keys = iter(jax.random.split(jax.random.key(seed), blocks * len(SHAPES)))
+    return {
+        f"block{b}": {
+            name: {
+                "kernel": 0.02 * jax.random.normal(next(keys), shape),
+                "bias": jnp.zeros(shape[1]),
+            }
+            for name, shape in SHAPES.items()
+        }
+        for b in range(blocks)
+    }
+
+
+def dense(layer: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+    return x @ layer["kernel"] + layer["bias"]
+
+
+def loss_fn(params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
+    h = x
+    for block in params.values():
+        a = h
+        for name in ("q", "k", "v", "o"):
+            a = dense(block[name], a)
+        h = h + a
+        h = h + dense(block["ffn_out"], jax.nn.gelu(dense(block["ffn_in"], h), approximate=False))
+    return jnp.mean((h - y) ** 2)
+
+
+def make_step(tx: optax.GradientTransformation) -> Step:
+    def step(params: Params, opt_state: optax.OptState, x: jax.Array, y: jax.Array) -> TrainState:
+        grads = jax.grad(loss_fn)(params, x, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def optimizers() -> dict[str, optax.GradientTransformation]:
+    def masked(criterion: jaxprune.Criterion, **kwargs: Any) -> optax.GradientTransformation:
+        return jaxprune.masked_optimizer(
+            optax.adamw(1e-4),
+            criterion=criterion,
+            schedule=jaxprune.schedules.cubic(0.9, begin_step=0, end_step=1000),
+            prunable=r"kernel$",
+            update_every=UPDATE_EVERY,
+            **kwargs,
+        )
+
+    return {
+        "dense adamw": optax.adamw(1e-4),
+        "masked magnitude": masked(jaxprune.criteria.magnitude()),
+        "masked pins": masked(jaxprune.criteria.pins(), learning_rate=1e-4),
+    }
+
+
+def timed(fn: Callable[..., Any], *args: Any) -> tuple[float, Any]:
+    """Seconds taken by ``fn(*args)`` until its outputs are ready, and the outputs."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start, out
+
+
+def run_steps(step: Step, state: TrainState, x: jax.Array, y: jax.Array, n: int) -> TrainState:
+    for _ in range(n):
+        state = step(*state, x, y)
+    return state
+
+
+def bench_train(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Seconds per step of each optimizer, one sample per repeat."""
+    kx, ky = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (TOKENS, HIDDEN))
+    y = jax.random.normal(ky, (TOKENS, HIDDEN))
+    steps: dict[str, Step] = {}
+    states: dict[str, TrainState] = {}
+    for name, tx in optimizers().items():
+        steps[name] = make_step(tx)
+        params = init_params(args.blocks, seed=1)
+        # Copied: the PINS state starts as one zeros buffer used three times, which the
+        # donating step rejects ("Attempt to donate the same buffer twice").
+        opt_state = jax.tree.map(jnp.copy, tx.init(params))
+        # Warm-up: compiles, and runs step 0, the one mask-update step.
+        _, states[name] = timed(run_steps, steps[name], (params, opt_state), x, y, 1)
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.repeats):
+        for name, step in steps.items():
+            seconds, states[name] = timed(run_steps, step, states[name], x, y, args.steps)
+            samples[name].append(seconds / args.steps)
+    return samples
+
+
+def kernel_scores(blocks: int) -> list[jax.Array]:
+    """Magnitude scores of every kernel of ``blocks`` blocks."""
+    params = init_params(blocks, seed=2)
+    return [jnp.abs(layer["kernel"]) for block in params.values() for layer in block.values()]
+
+
+def full_sort(scores: list[jax.Array]) -> jax.Array:
+    return jnp.sort(jnp.concatenate([s.ravel() for s in scores]))
+
+
+def bench_mask(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Seconds per call of the global top-k mask update and of a full sort."""
+    scores = kernel_scores(args.mask_blocks)
+    fns = {
+        "topk (global, 0.9)": lambda s: jaxprune.masks.topk(s, 0.9),
+        "full sort": full_sort,
+    }
+    compiled = {name: jax.jit(fn).lower(scores).compile() for name, fn in fns.items()}
+    samples: dict[str, list[float]] = {name: [] for name in compiled}
+    for _ in range(args.mask_repeats):
+        for name, fn in compiled.items():
+            samples[name].append(timed(fn, scores)[0])
+    return samples
+
+
+def print_rows(samples: dict[str, list[float]], unit: str) -> list[float]:
+    medians = [statistics.median(s) for s in samples.values()]
+    print(f"{'variant':<20} {'median ' + unit:>14} {'min':>8} {'max':>8} {'ratio':>8}")
+    for (name, s), med in zip(samples.items(), medians, strict=True):
+        ratio = med / medians[0]
+        print(f"{name:<20} {med:>14.4f} {min(s):>8.4f} {max(s):>8.4f} {ratio:>7.3f}x")
+    return medians
+
+
+def main() -> None:
+    start = time.perf_counter()
+    args = parse_args()
+    train = bench_train(args)
+    mask = bench_mask(args)
+    device = jax.devices()[0]
+    n_train = args.blocks * sum(i * o + o for i, o in SHAPES.values())
+    n_mask = args.mask_blocks * sum(i * o for i, o in SHAPES.values())
+    print(f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, optax {optax.__version__}")
+    print(f"device: {device.platform} ({device.device_kind}), {os.cpu_count()} CPU cores")
+    print(f"command: {command_line(args)}\n")
+    print(
+        f"train step: {args.blocks} blocks, {n_train:,} params, {TOKENS} tokens; "
+        f"{args.repeats} repeats x {args.steps} steps; ratio = vs dense (goal <= 1.05)"
+    )
+    print_rows(train, "s/step")
+    print(
+        f"\nmask update: {args.mask_blocks} blocks, {n_mask:,} scores; "
+        f"{args.mask_repeats} repeats; ratio = vs topk"
+    )
+    topk_s, sort_s = print_rows(mask, "s")
+    print(f"topk / sort: {topk_s / sort_s:.3f}x (goal < 1)")
+    print(f"\nwall time: {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

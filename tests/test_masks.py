@@ -1,0 +1,153 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxprune
+from jaxprune import masks
+
+
+def reference_topk(leaves, k):
+    """Full-sort reference: descending score, ties by (leaf order, flat index)."""
+    flat = np.concatenate([np.asarray(x, np.float32).ravel() for x in leaves])
+    nan = np.isnan(flat)
+    order = np.lexsort((np.arange(flat.size), -np.where(nan, 0, flat), nan))  # NaN last
+    keep = np.zeros(flat.size, bool)
+    keep[order[:k]] = True
+    out, start = [], 0
+    for x in leaves:
+        out.append(keep[start : start + x.size].reshape(x.shape))
+        start += x.size
+    return out
+
+
+def kept(tree):
+    return sum(int(np.sum(m)) for m in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.25, 0.5, 0.9, 0.97])
+def test_global_ties_keep_exact_count_and_break_by_position(sparsity):
+    scores = {"a": jnp.ones((4, 5)), "b": None, "c": jnp.ones((7,))}
+    n = 27
+    m = masks.topk(scores, sparsity)
+    assert m["b"] is None
+    k = round((1 - sparsity) * n)
+    assert kept(m) == k
+    # all tied: the first k positions in leaf order win
+    expected = reference_topk([scores["a"], scores["c"]], k)
+    np.testing.assert_array_equal(m["a"], expected[0])
+    np.testing.assert_array_equal(m["c"], expected[1])
+
+
+def test_local_ties_keep_exact_count_per_leaf():
+    scores = {"a": jnp.zeros((4, 5)), "c": jnp.asarray([1.0, 1, 1, 2, 2, 0, 0])}
+    m = masks.topk(scores, 0.5, scope="local")
+    assert int(m["a"].sum()) == 10  # round(0.5 * 20)
+    assert int(m["c"].sum()) == 4  # round(3.5) = 4 (half to even)
+    np.testing.assert_array_equal(m["a"].ravel(), np.arange(20) < 10)
+    np.testing.assert_array_equal(m["c"], [True, True, False, True, True, False, False])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_global_search_equals_full_sort_on_random_trees(seed):
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 17), (64,), (5, 4, 3), (1,), (33, 2)]
+    leaves = []
+    for i, shape in enumerate(shapes):
+        x = rng.normal(size=shape).astype(np.float32) * 10.0 ** rng.integers(-30, 30)
+        if i % 2:  # many ties, zeros and negative zeros
+            x = np.round(x / np.abs(x).max() * 3).astype(np.float32)
+            x[..., 0] = -0.0
+        leaves.append(jnp.asarray(x))
+    n = sum(x.size for x in leaves)
+    for sparsity in rng.random(5):
+        m = masks.topk(leaves, float(sparsity))
+        k = round((1 - float(np.float32(sparsity))) * n)
+        assert kept(m) == k
+        for got, want in zip(m, reference_topk(leaves, k), strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_local_search_equals_per_leaf_sort():
+    rng = np.random.default_rng(7)
+    leaves = [jnp.asarray(rng.integers(-3, 4, size=s).astype(np.float32)) for s in [(9, 9), (40,)]]
+    m = masks.topk(leaves, 0.6, scope="local")
+    for got, x in zip(m, leaves, strict=True):
+        np.testing.assert_array_equal(got, reference_topk([x], round(0.4 * x.size))[0])
+
+
+def test_special_values_rank_in_order():
+    x = jnp.asarray([np.nan, -np.inf, -1.0, -0.0, 0.0, 1e-30, 3.0, np.inf], jnp.float32)
+    order = [7, 6, 5, 3, 4, 2, 1, 0]  # -0.0 == +0.0, tie by index; NaN last
+    for k in range(1, 9):
+        m = masks.topk([x], 1 - k / 8)
+        np.testing.assert_array_equal(np.flatnonzero(m[0]), sorted(order[:k]))
+
+
+def test_topk_under_jit_with_traced_sparsity():
+    rng = np.random.default_rng(1)
+    tree = {"w": jnp.asarray(rng.normal(size=(30, 30)), jnp.float32)}
+    f = jax.jit(lambda s, sp: masks.topk(s, sp))
+    for sp in [0.1, 0.5, 0.99]:
+        assert kept(f(tree, jnp.float32(sp))) == round((1 - np.float32(sp)) * 900)
+
+
+def test_global_topk_neither_sorts_nor_concatenates():
+    tree = [jnp.ones((8, 8)), jnp.ones((16,))]
+    jaxpr = str(jax.make_jaxpr(lambda s: masks.topk(s, 0.5))(tree))
+    assert "sort" not in jaxpr
+    assert "concatenate" not in jaxpr
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, 1.5])
+def test_topk_rejects_bad_sparsity(bad):
+    with pytest.raises(ValueError, match="sparsity"):
+        masks.topk([jnp.ones(4)], bad)
+
+
+def test_topk_rejects_bad_scope_and_empty_tree():
+    with pytest.raises(ValueError, match="scope"):
+        masks.topk([jnp.ones(4)], 0.5, scope="row")
+    with pytest.raises(ValueError, match="no arrays"):
+        masks.topk({"a": None}, 0.5)
+
+
+def test_nm_two_of_four():
+    x = jnp.asarray([[4.0, 1, 3, 2, 0, 0, 0, 0], [1, 1, 1, 1, -1, 5, -2, 5]])
+    m = masks.nm(x, 2, 4)
+    np.testing.assert_array_equal(m, [[1, 0, 1, 0, 1, 1, 0, 0], [1, 1, 0, 0, 0, 1, 0, 1]])
+    # along axis 0 (the reduction axis of a Flax (in, out) kernel)
+    k = jnp.asarray(np.random.default_rng(0).normal(size=(8, 3)), jnp.float32)
+    mk = masks.nm({"kernel": k, "bias": None}, 2, 4, axis=0)["kernel"]
+    assert mk.shape == (8, 3)
+    np.testing.assert_array_equal(mk.reshape(2, 4, 3).sum(axis=1), np.full((2, 3), 2))
+
+
+def test_nm_rejects_indivisible_dims_and_bad_n():
+    with pytest.raises(ValueError, match=r"layer/kernel.*not divisible by 4"):
+        masks.nm({"layer": {"kernel": jnp.ones((3, 6))}}, 2, 4)
+    with pytest.raises(ValueError, match="0 < n <= m"):
+        masks.nm([jnp.ones(4)], 5, 4)
+
+
+def test_sparsity_and_report():
+    params = {"a": {"kernel": jnp.asarray([[0.0, 1.0], [2.0, 0.0]]), "bias": jnp.ones(2)}}
+    assert float(jaxprune.sparsity(params["a"]["kernel"])) == 0.5
+    mask_tree = {"a": {"kernel": jnp.asarray([[False, True], [True, False]]), "bias": None}}
+    assert float(jaxprune.sparsity(mask_tree)) == 0.5
+    report = jaxprune.sparsity_report(params, mask_tree)
+    assert [r.path for r in report.rows] == ["a/kernel"]
+    assert report.rows[0].kept == 2 and report.sparsity == 0.5 and report.other_params == 2
+    text = str(report)
+    assert "a/kernel" in text and "50.00%" in text and "2x2" in text
+    full = jaxprune.sparsity_report(params)  # no masks: every leaf, non-zeros
+    assert [r.kept for r in full.rows] == [2, 2]
+    with pytest.raises(ValueError, match="masks"):
+        jaxprune.sparsity_report(params, {"a": {"kernel": jnp.ones((3, 2), bool), "bias": None}})
+
+
+def test_apply_zeroes_pruned_entries():
+    params = {"w": jnp.asarray([1.0, -2.0, 3.0]), "b": jnp.asarray([5.0])}
+    out = masks.apply(params, {"w": jnp.asarray([True, False, True]), "b": None})
+    np.testing.assert_array_equal(out["w"], [1.0, 0.0, 3.0])
+    np.testing.assert_array_equal(out["b"], [5.0])
