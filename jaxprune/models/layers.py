@@ -1,0 +1,136 @@
+"""Building blocks shared by the encoders and GPT-2: annotated dense layers and attention.
+
+Every parameter carries logical axis names (``embed``, ``heads``, ``mlp``, ``vocab``,
+``positions``, ``classes``) as Flax partitioning metadata, read back with
+:func:`logical_axes`; the training engine maps them onto a device mesh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Dtype = Any
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unsupported activation {name!r}; known: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def _init(initializer, axes: tuple[str | None, ...]):
+    return nnx.with_partitioning(initializer, axes, eager_sharding=False)
+
+
+def dense(
+    n_in: int,
+    n_out: int,
+    axes: tuple[str | None, str | None],
+    *,
+    rngs: nnx.Rngs,
+    dtype: Dtype = jnp.float32,
+    std: float = 0.02,
+) -> nnx.Linear:
+    """A Linear layer, kernel (n_in, n_out) ~ N(0, std^2) as in BERT, zero bias."""
+    return nnx.Linear(
+        n_in,
+        n_out,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=_init(nnx.initializers.normal(std), axes),
+        bias_init=_init(nnx.initializers.zeros_init(), (axes[1],)),
+        rngs=rngs,
+    )
+
+
+def layer_norm(n: int, eps: float, *, rngs: nnx.Rngs, dtype: Dtype = jnp.float32) -> nnx.LayerNorm:
+    return nnx.LayerNorm(
+        n,
+        epsilon=eps,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        scale_init=_init(nnx.initializers.ones_init(), ("embed",)),
+        bias_init=_init(nnx.initializers.zeros_init(), ("embed",)),
+        rngs=rngs,
+    )
+
+
+def embed(
+    n: int, features: int, axes: tuple[str, str], *, rngs: nnx.Rngs, dtype: Dtype = jnp.float32
+) -> nnx.Embed:
+    return nnx.Embed(
+        n,
+        features,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        embedding_init=_init(nnx.initializers.normal(0.02), axes),
+        rngs=rngs,
+    )
+
+
+def attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array | None,
+    *,
+    causal: bool = False,
+    dropout: nnx.Dropout | None = None,
+    deterministic: bool = True,
+    rngs: nnx.Rngs | None = None,
+    return_scores: bool = False,
+) -> tuple[jax.Array, jax.Array | None]:
+    """Scaled dot-product attention over heads.
+
+    Args:
+      q, k, v: (batch, length, heads, head_dim).
+      mask: (batch, length) bool, True for real tokens (keys to attend to), or None.
+      causal: mask future positions (GPT-2).
+      dropout: attention-probability dropout, used when not deterministic.
+      return_scores: also return the pre-softmax scores (batch, heads, length, length),
+        padding and future positions set to the dtype's minimum as in transformers.
+
+    Returns:
+      (context of shape (batch, length, heads, head_dim), scores or None).
+    """
+    use_dropout = dropout is not None and dropout.rate > 0 and not deterministic
+    if not (return_scores or use_dropout):
+        key_mask = None if mask is None else mask[:, None, None, :].astype(bool)
+        out = jax.nn.dot_product_attention(q, k, v, mask=key_mask, is_causal=causal)
+        return out, None
+    depth = q.shape[-1]
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(depth)
+    allowed = jnp.ones(scores.shape[-2:], bool)
+    if causal:
+        allowed = jnp.tril(allowed)
+    allowed = allowed[None, None]
+    if mask is not None:
+        allowed = allowed & mask[:, None, None, :].astype(bool)
+    scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    if use_dropout:
+        probs = dropout(probs, deterministic=False, rngs=rngs)
+    out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+    return out, scores if return_scores else None
+
+
+def logical_axes(module: nnx.Module) -> dict:
+    """Pure-dict tree (like the params) of ``PartitionSpec``s of logical axis names."""
+    specs = nnx.get_partition_spec(nnx.state(module, nnx.Param))
+    return nnx.to_pure_dict(specs)
