@@ -154,8 +154,10 @@ def _windowed(
     use_unc = 0.0 < beta2 < 1.0
 
     def init(params):
-        zeros = _zeros(params)
-        return WindowedState(jnp.zeros((), jnp.int32), zeros, zeros, zeros)
+        # three separate buffers: aliased leaves could not be donated to a jitted step
+        return WindowedState(
+            jnp.zeros((), jnp.int32), _zeros(params), _zeros(params), _zeros(params)
+        )
 
     def update(state, params, grads, *, lr=None):
         local = state.count % window

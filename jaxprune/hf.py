@@ -243,6 +243,12 @@ def build(hf_config: Any, *, task: str, num_labels: int, dtype: Any, seed: int) 
     from jaxprune.models.heads import EncoderForTask
 
     rngs = nnx.Rngs(seed)
+    tied_head = hf_config.model_type == "gpt2" or task == "masked-lm"
+    if tied_head and not getattr(hf_config, "tie_word_embeddings", True):
+        raise ValueError(
+            f"this {hf_config.model_type} config has tie_word_embeddings=False, but jaxprune's "
+            f"LM heads reuse the word embeddings; an untied output matrix is not supported"
+        )
     if hf_config.model_type == "gpt2":
         model = gpt2.GPT2LMHeadModel(gpt2.GPT2Config.from_hf(hf_config), rngs=rngs, dtype=dtype)
     else:
@@ -252,9 +258,24 @@ def build(hf_config: Any, *, task: str, num_labels: int, dtype: Any, seed: int) 
     return model
 
 
+# Files of a saved tokenizer; without one of them, transformers (>= 5) builds an empty one.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+
+
 def _tokenizer(folder: pathlib.Path) -> Any:
     from transformers import AutoTokenizer
 
+    if not any((folder / name).exists() for name in _TOKENIZER_FILES):
+        log.warning("no tokenizer in %s (none of %s)", folder, ", ".join(_TOKENIZER_FILES))
+        return None
     try:
         return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as err:

@@ -27,6 +27,7 @@ BERT_ENCODER_KERNELS = (
 # The same matrices with their biases, ranked together: what PINS and PLATON prune.
 BERT_ENCODER_KERNELS_AND_BIASES = BERT_ENCODER_KERNELS.replace("/kernel$", "/(kernel|bias)$")
 
+
 def _key_name(key: Any) -> str:
     for attr in ("key", "name", "idx"):
         if hasattr(key, attr):

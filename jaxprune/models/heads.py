@@ -85,7 +85,7 @@ class BertMLMPredictions(nnx.Module):
 
     def __init__(self, cfg: EncoderConfig, *, rngs, dtype):
         self.transform = _Transform(cfg, rngs=rngs, dtype=dtype)
-        self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.float32))
+        self.bias = _vocab_bias(cfg)
 
 
 class BertMLMHead(nnx.Module):
@@ -104,7 +104,7 @@ class RobertaLMHead(nnx.Module):
         h = cfg.hidden_size
         self.dense = layers.dense(h, h, ("embed", "embed_out"), rngs=rngs, dtype=dtype)
         self.layer_norm = layers.layer_norm(h, cfg.layer_norm_eps, rngs=rngs, dtype=dtype)
-        self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.float32))
+        self.bias = _vocab_bias(cfg)
 
     def __call__(self, x, embedding):
         x = self.layer_norm(jax.nn.gelu(self.dense(x), approximate=False))
@@ -113,7 +113,14 @@ class RobertaLMHead(nnx.Module):
 
 class VocabProjector(nnx.Module):
     def __init__(self, cfg: EncoderConfig):
-        self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.float32))
+        self.bias = _vocab_bias(cfg)
+
+
+def _vocab_bias(cfg: EncoderConfig) -> nnx.Param:
+    """The MLM output bias, annotated like the word embeddings' vocab axis."""
+    return nnx.Param(
+        jnp.zeros((cfg.vocab_size,), jnp.float32), out_sharding=("vocab",), eager_sharding=False
+    )
 
 
 def _classifier_dropout(cfg: EncoderConfig) -> float:
@@ -167,6 +174,8 @@ class EncoderForTask(nnx.Module):
             self.classifier = layers.dense(
                 h, num_labels, ("embed", "classes"), rngs=rngs, dtype=dtype
             )
+            if arch == "distilbert":  # DistilBertForTokenClassification: config.dropout
+                self.dropout = nnx.Dropout(cfg.hidden_dropout_prob)
         elif task == "question-answering":
             self.qa_outputs = layers.dense(h, 2, ("embed", "classes"), rngs=rngs, dtype=dtype)
             if arch == "distilbert":

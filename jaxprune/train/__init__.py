@@ -1,0 +1,24 @@
+"""The training engine: state, jitted steps, meshes, checkpoints and the loop."""
+
+from jaxprune.train.checkpoint import Checkpointer, CheckpointError
+from jaxprune.train.loop import LoopConfig, NonFiniteError, fit
+from jaxprune.train.mesh import Sharding, make_mesh
+from jaxprune.train.step import TrainState, init_state, train_step_fn
+from jaxprune.train.tasks import classification_stats, model_fn, supervised_loss, task_loss
+
+__all__ = [
+    "CheckpointError",
+    "Checkpointer",
+    "LoopConfig",
+    "NonFiniteError",
+    "Sharding",
+    "TrainState",
+    "classification_stats",
+    "fit",
+    "init_state",
+    "make_mesh",
+    "model_fn",
+    "supervised_loss",
+    "task_loss",
+    "train_step_fn",
+]

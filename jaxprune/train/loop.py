@@ -1,0 +1,244 @@
+"""The training loop: steps, logs, evaluation, checkpoints, preemption and resumption.
+
+``fit`` drives a jitted train step over a deterministic batch stream. Everything a resumed
+run needs is in its checkpoint (train state with RNG, optionally the teacher, and the data
+position), so an interrupted run ends bit-identical to an uninterrupted one. Only process 0
+writes logs; every process takes part in checkpointing (orbax writes each host's shards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import pathlib
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from jaxprune import masks as masks_lib
+from jaxprune.optim import masks_of
+from jaxprune.train.checkpoint import Checkpointer
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or gradients became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    steps: int  # total optimizer steps
+    steps_per_epoch: int  # batches per epoch of the stream
+    log_every: int = 10
+    eval_every: int | None = None  # None: evaluate only at the end (if an evaluator is given)
+    checkpoint_every: int = 100
+    keep: int = 2  # latest checkpoints kept
+    best_metric: str | None = None  # dev metric that selects the best checkpoint
+    best_mode: str = "max"
+    progress: bool = True
+
+
+Batches = Callable[[int, int], Iterator[dict]]  # (epoch, start_index) -> global batches
+
+
+class _Logger:
+    """JSON lines and TensorBoard on process 0; nothing elsewhere."""
+
+    def __init__(self, run_dir: pathlib.Path):
+        self.active = jax.process_index() == 0
+        if not self.active:
+            return
+        self.jsonl = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
+        from tensorboardX import SummaryWriter
+
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, step: int, scope: str, values: dict) -> None:
+        if not self.active:
+            return
+        clean = {k: float(v) for k, v in values.items() if np.ndim(v) == 0}
+        self.jsonl.write(json.dumps({"step": step, "scope": scope, **clean}) + "\n")
+        self.jsonl.flush()
+        for key, value in clean.items():
+            self.tb.add_scalar(f"{scope}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.active:
+            self.jsonl.close()
+            self.tb.close()
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks after every step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not in the main thread: no handler, no preemption saves
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _current_sparsity(opt_state: Any) -> float | None:
+    try:
+        return float(masks_lib.sparsity(masks_of(opt_state)))
+    except ValueError:
+        return None
+
+
+def fit(
+    *,
+    run_dir: str | pathlib.Path,
+    config: LoopConfig,
+    state: Any,
+    train_step: Callable[[Any, dict, Any], tuple[Any, dict]],
+    batches: Batches,
+    evaluate: Callable[[Any], dict] | None = None,
+    teacher: Any = None,
+    update_teacher: Callable[[Any, Any, dict], Any] | None = None,
+    resolved_config: dict | None = None,
+) -> tuple[Any, Any]:
+    """Trains ``state`` for ``config.steps`` steps, resuming from ``run_dir`` if it holds a
+    checkpoint.
+
+    Args:
+      run_dir: run directory (config.json, metrics.jsonl, tensorboard/, checkpoints/,
+        sparsity_report.txt).
+      state: the initial train state (placed on devices); its shape, dtype and sharding
+        are also the restore target.
+      train_step: jitted ``(state, batch, teacher) -> (state, metrics)``.
+      batches: ``(epoch, start) -> iterator`` of global batches of one epoch, from batch
+        ``start`` on; must be deterministic in (epoch, start).
+      evaluate: ``params -> dict`` of dev metrics, called every ``eval_every`` steps.
+      teacher: frozen pytree passed to the step (checkpointed with the state when
+        ``update_teacher`` can change it).
+      update_teacher: ``(state, teacher, dev_metrics) -> teacher`` after each evaluation
+        (self-regularization).
+      resolved_config: written to ``run_dir/config.json``.
+
+    Returns:
+      ``(state, teacher)`` after the last step.
+
+    Raises:
+      NonFiniteError: the loss or gradients are not finite (step and last checkpoint named).
+      CheckpointError: a checkpoint in ``run_dir`` cannot be restored.
+    """
+    run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resolved_config is not None and jax.process_index() == 0:
+        (run_dir / "config.json").write_text(json.dumps(resolved_config, indent=2, default=str))
+    ckpt = Checkpointer(
+        run_dir / "checkpoints",
+        every=config.checkpoint_every,
+        keep=config.keep,
+        best_metric=config.best_metric,
+        best_mode=config.best_mode,
+    )
+    evolving = update_teacher is not None
+
+    def bundle(s, t):
+        return {"train": s, "teacher": t} if evolving else {"train": s}
+
+    start = 0
+    if ckpt.latest_step() is not None:
+        restored, position = ckpt.restore(bundle(state, teacher))
+        state, start = restored["train"], int(position["step"])
+        teacher = restored.get("teacher", teacher)
+        log.info("resumed from %s at step %d", run_dir / "checkpoints", start)
+
+    logger = _Logger(run_dir)
+    bar = tqdm(
+        total=config.steps,
+        initial=start,
+        unit="step",
+        disable=not config.progress or jax.process_index() != 0,
+        dynamic_ncols=True,
+    )
+    step, window_start, window_steps, examples = start, time.perf_counter(), 0, 0
+    dev: dict = {}
+    try:
+        with _Preemption() as preemption:
+            while step < config.steps:
+                epoch, index = divmod(step, config.steps_per_epoch)
+                for batch in batches(epoch, index):
+                    state, metrics = train_step(state, batch, teacher)
+                    step += 1
+                    window_steps += 1
+                    examples += len(next(iter(jax.tree.leaves(batch))))
+                    position = {"step": step}
+                    if not bool(metrics["finite"]):
+                        last = ckpt.latest_step()
+                        where = "none" if last is None else ckpt.latest.directory / str(last)
+                        raise NonFiniteError(
+                            f"non-finite loss or gradients at step {step - 1} "
+                            f"(loss={float(metrics['loss'])}); last good checkpoint: {where}"
+                        )
+                    if step % config.log_every == 0 or step == config.steps:
+                        elapsed = time.perf_counter() - window_start
+                        values = {k: v for k, v in metrics.items() if k != "finite"}
+                        values["steps_per_s"] = window_steps / max(elapsed, 1e-9)
+                        values["examples_per_s"] = examples / max(elapsed, 1e-9)
+                        sparsity = _current_sparsity(state.opt_state)
+                        if sparsity is not None:
+                            values["sparsity"] = sparsity
+                        logger.write(step, "train", values)
+                        bar.set_postfix(
+                            loss=f"{float(metrics['loss']):.4f}",
+                            sparsity="-" if sparsity is None else f"{sparsity:.1%}",
+                            it_s=f"{values['steps_per_s']:.2f}",
+                        )
+                        window_start, window_steps, examples = time.perf_counter(), 0, 0
+                    bar.update(1)
+                    due_eval = evaluate is not None and (
+                        (config.eval_every and step % config.eval_every == 0)
+                        or step == config.steps
+                    )
+                    if due_eval:
+                        dev = evaluate(state.params)
+                        logger.write(step, "dev", dev)
+                        if config.best_metric is not None:
+                            ckpt.save_best(step, bundle(state, teacher), position, dev)
+                        if evolving:
+                            teacher = update_teacher(state, teacher, dev)
+                    ckpt.save(step, bundle(state, teacher), position, force=step == config.steps)
+                    if preemption.requested:
+                        ckpt.save(step, bundle(state, teacher), position, force=True)
+                        ckpt.wait()
+                        log.warning("SIGTERM: saved step %d to %s; exiting", step, run_dir)
+                        raise SystemExit(143)
+                    if step >= config.steps:
+                        break
+    finally:
+        bar.close()
+        ckpt.wait()
+        ckpt.close()
+        logger.close()
+    if jax.process_index() == 0:
+        masks = None
+        with contextlib.suppress(ValueError):  # no masked_optimizer: report non-zeros
+            masks = masks_of(state.opt_state)
+        report = masks_lib.sparsity_report(jax.device_get(state.params), masks)
+        (run_dir / "sparsity_report.txt").write_text(str(report) + "\n")
+        if dev:
+            (run_dir / "dev_metrics.json").write_text(json.dumps(dev, indent=2, default=float))
+    return state, teacher

@@ -1,0 +1,105 @@
+"""The train state and the jitted train and eval steps.
+
+A method supplies ``loss_fn(params, batch, rng, teacher) -> (loss, aux)`` where ``teacher``
+is whatever frozen pytree the method needs (a dense teacher's params, the latest student
+checkpoint, or None) and ``aux`` is a dict of scalars to log. The step does the rest:
+dropout RNG, gradient accumulation, the (masked) optimizer, and non-finite detection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+LossFn = Callable[[Any, dict, jax.Array, Any], tuple[jax.Array, dict]]
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training; a pytree of arrays (checkpointed whole)."""
+
+    step: chex.Array  # shape=(), int32: optimizer steps taken
+    params: chex.ArrayTree
+    opt_state: optax.OptState
+    rng: chex.Array  # uint32[2] PRNG key for dropout, split every step
+
+
+def init_state(params: Any, tx: optax.GradientTransformation, seed: int = 0) -> TrainState:
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=jax.random.PRNGKey(seed),
+    )
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def train_step_fn(
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    *,
+    grad_accum: int = 1,
+    on_nonfinite: Literal["stop", "skip"] = "stop",
+) -> Callable[[TrainState, dict, Any], tuple[TrainState, dict]]:
+    """The (unjitted) train step ``(state, batch, teacher) -> (state, metrics)``.
+
+    Args:
+      loss_fn: the method's loss (see module docstring).
+      tx: the optimizer, usually a ``masked_optimizer``.
+      grad_accum: split the batch into this many micro-batches (leading axis) and average
+        their gradients before one optimizer step.
+      on_nonfinite: ``"stop"`` applies the update anyway and reports ``finite=False`` so the
+        loop stops; ``"skip"`` keeps params and optimizer state unchanged for that step.
+
+    Returns:
+      A pure function; ``metrics`` holds ``loss``, ``grad_norm``, ``finite`` and ``aux``.
+    """
+    if grad_accum < 1:
+        raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def grads_of(params, batch, rng, teacher):
+        if grad_accum == 1:
+            return grad_fn(params, batch, rng, teacher)
+
+        def split(x):
+            if x.shape[0] % grad_accum:
+                raise ValueError(f"batch of {x.shape[0]} does not split into {grad_accum}")
+            return x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:])
+
+        micro = jax.tree.map(split, batch)
+        rngs = jax.random.split(rng, grad_accum)
+
+        def body(carry, inputs):
+            (loss, aux), grads = grad_fn(params, inputs[0], inputs[1], teacher)
+            total = jax.tree.map(jnp.add, carry, ((loss, aux), grads))
+            return total, None
+
+        zero = jax.eval_shape(
+            grad_fn, params, jax.tree.map(lambda x: x[0], micro), rngs[0], teacher
+        )
+        zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero)
+        total, _ = jax.lax.scan(body, zero, (micro, rngs))
+        return jax.tree.map(lambda x: x / grad_accum, total)
+
+    def step(state: TrainState, batch: dict, teacher: Any = None) -> tuple[TrainState, dict]:
+        rng, dropout_rng = jax.random.split(state.rng)
+        (loss, aux), grads = grads_of(state.params, batch, dropout_rng, teacher)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & _all_finite(grads)
+        if on_nonfinite == "skip":
+            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+            params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite, **aux}
+        return TrainState(state.step + 1, params, opt_state, rng), metrics
+
+    return step
