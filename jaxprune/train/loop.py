@@ -50,13 +50,18 @@ Batches = Callable[[int, int], Iterator[dict]]  # (epoch, start_index) -> global
 
 
 class _Logger:
-    """JSON lines and TensorBoard on process 0; nothing elsewhere."""
+    """JSON lines, TensorBoard and ``log.txt`` (the jaxprune logs) on process 0 only."""
 
     def __init__(self, run_dir: pathlib.Path):
         self.active = jax.process_index() == 0
         if not self.active:
             return
         self.jsonl = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
+        self.text = logging.FileHandler(run_dir / "log.txt")
+        self.text.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger("jaxprune")
+        root.addHandler(self.text)
+        root.setLevel(min(root.level or logging.INFO, logging.INFO))
         from tensorboardX import SummaryWriter
 
         self.tb = SummaryWriter(str(run_dir / "tensorboard"))
@@ -64,7 +69,9 @@ class _Logger:
     def write(self, step: int, scope: str, values: dict) -> None:
         if not self.active:
             return
-        clean = {k: float(v) for k, v in values.items() if np.ndim(v) == 0}
+        clean = {
+            k: float(v) for k, v in values.items() if not isinstance(v, str) and np.ndim(v) == 0
+        }
         self.jsonl.write(json.dumps({"step": step, "scope": scope, **clean}) + "\n")
         self.jsonl.flush()
         for key, value in clean.items():
@@ -74,6 +81,8 @@ class _Logger:
         if self.active:
             self.jsonl.close()
             self.tb.close()
+            logging.getLogger("jaxprune").removeHandler(self.text)
+            self.text.close()
 
 
 class _Preemption:

@@ -99,7 +99,7 @@ def train_step_fn(
         if on_nonfinite == "skip":
             keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
             params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite, **aux}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite, **aux}
         return TrainState(state.step + 1, params, opt_state, rng), metrics
 
     return step
