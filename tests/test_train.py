@@ -96,7 +96,7 @@ def test_eval_statistics_sum_to_exact_metrics():
 
 
 def test_checkpoint_errors_are_clear(tmp_path):
-    model, params = tiny()
+    _, params = tiny()
     tx = optax.adam(1e-3)
     state = train.init_state(params, tx)
     ckpt = train.Checkpointer(tmp_path / "ck", every=1)
