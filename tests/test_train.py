@@ -63,7 +63,7 @@ def test_nonfinite_skip_keeps_state_and_stop_reports():
     model, params = tiny()
     forward = train.model_fn(model)
 
-    def exploding(params, batch, rng, teacher):
+    def exploding(params, batch, rng, teacher, step):
         return forward(params, batch).logits.sum() * jnp.nan, {}
 
     tx = optax.adam(1e-3)

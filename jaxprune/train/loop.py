@@ -124,7 +124,7 @@ def fit(
     batches: Batches,
     evaluate: Callable[[Any], dict] | None = None,
     teacher: Any = None,
-    update_teacher: Callable[[Any, Any, dict], Any] | None = None,
+    update_teacher: Callable[[Any, Any, dict | None], Any] | None = None,
     resolved_config: dict | None = None,
 ) -> tuple[Any, Any]:
     """Trains ``state`` for ``config.steps`` steps, resuming from ``run_dir`` if it holds a
@@ -141,8 +141,8 @@ def fit(
       evaluate: ``params -> dict`` of dev metrics, called every ``eval_every`` steps.
       teacher: frozen pytree passed to the step (checkpointed with the state when
         ``update_teacher`` can change it).
-      update_teacher: ``(state, teacher, dev_metrics) -> teacher`` after each evaluation
-        (self-regularization).
+      update_teacher: ``(state, teacher, dev) -> teacher``, called after every step; ``dev``
+        holds the metrics on evaluation steps and is None otherwise (self-regularization).
       resolved_config: written to ``run_dir/config.json``.
 
     Returns:
@@ -229,6 +229,8 @@ def fit(
                             ckpt.save_best(step, bundle(state, teacher), position, dev)
                         if evolving:
                             teacher = update_teacher(state, teacher, dev)
+                    elif evolving:
+                        teacher = update_teacher(state, teacher, None)
                     ckpt.save(step, bundle(state, teacher), position, force=step == config.steps)
                     if preemption.requested:
                         ckpt.save(step, bundle(state, teacher), position, force=True)

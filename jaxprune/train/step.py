@@ -1,8 +1,9 @@
 """The train state and the jitted train and eval steps.
 
-A method supplies ``loss_fn(params, batch, rng, teacher) -> (loss, aux)`` where ``teacher``
-is whatever frozen pytree the method needs (a dense teacher's params, the latest student
-checkpoint, or None) and ``aux`` is a dict of scalars to log. The step does the rest:
+A method supplies ``loss_fn(params, batch, rng, teacher, step) -> (loss, aux)`` where
+``teacher`` is whatever frozen pytree the method needs (a dense teacher's params, the latest
+student checkpoint, or None), ``step`` the int32 optimizer step (for schedules inside the
+loss) and ``aux`` a dict of scalars to log. The step does the rest:
 dropout RNG, gradient accumulation, the (masked) optimizer, and non-finite detection.
 """
 
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-LossFn = Callable[[Any, dict, jax.Array, Any], tuple[jax.Array, dict]]
+LossFn = Callable[[Any, dict, jax.Array, Any, jax.Array], tuple[jax.Array, dict]]
 
 
 class TrainState(NamedTuple):
@@ -66,9 +67,9 @@ def train_step_fn(
         raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def grads_of(params, batch, rng, teacher):
+    def grads_of(params, batch, rng, teacher, step):
         if grad_accum == 1:
-            return grad_fn(params, batch, rng, teacher)
+            return grad_fn(params, batch, rng, teacher, step)
 
         def split(x):
             if x.shape[0] % grad_accum:
@@ -79,12 +80,12 @@ def train_step_fn(
         rngs = jax.random.split(rng, grad_accum)
 
         def body(carry, inputs):
-            (loss, aux), grads = grad_fn(params, inputs[0], inputs[1], teacher)
+            (loss, aux), grads = grad_fn(params, inputs[0], inputs[1], teacher, step)
             total = jax.tree.map(jnp.add, carry, ((loss, aux), grads))
             return total, None
 
         zero = jax.eval_shape(
-            grad_fn, params, jax.tree.map(lambda x: x[0], micro), rngs[0], teacher
+            grad_fn, params, jax.tree.map(lambda x: x[0], micro), rngs[0], teacher, step
         )
         zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero)
         total, _ = jax.lax.scan(body, zero, (micro, rngs))
@@ -92,7 +93,7 @@ def train_step_fn(
 
     def step(state: TrainState, batch: dict, teacher: Any = None) -> tuple[TrainState, dict]:
         rng, dropout_rng = jax.random.split(state.rng)
-        (loss, aux), grads = grads_of(state.params, batch, dropout_rng, teacher)
+        (loss, aux), grads = grads_of(state.params, batch, dropout_rng, teacher, state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & _all_finite(grads)

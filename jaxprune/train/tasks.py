@@ -53,10 +53,10 @@ def task_loss(logits: jax.Array, batch: dict, kind: str) -> jax.Array:
 
 
 def supervised_loss(forward: ModelFn, kind: str) -> Callable:
-    """Plain fine-tuning loss ``(params, batch, rng, teacher) -> (loss, aux)``."""
+    """Plain fine-tuning loss ``(params, batch, rng, teacher, step) -> (loss, aux)``."""
 
-    def loss_fn(params, batch, rng, teacher):
-        del teacher
+    def loss_fn(params, batch, rng, teacher, step):
+        del teacher, step
         logits = forward(params, batch, train=True, rng=rng).logits
         return task_loss(logits, batch, kind), {}
 
