@@ -3,7 +3,7 @@
 ``model_fn(model)`` turns an NNX model into a pure ``(params, batch, *, train, rng) ->
 Output``; the loss and stats factories below build on it. Batches are dicts of arrays:
 ``input_ids``, ``attention_mask``, optional ``token_type_ids``, ``labels`` and an optional
-``weights`` (1 for real examples, 0 for padding of the last batch).
+``weights`` or ``valid`` (1 / True for real examples, 0 for padding rows of a last batch).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def model_fn(model: nnx.Module) -> ModelFn:
 
 def task_loss(logits: jax.Array, batch: dict, kind: str) -> jax.Array:
     """The task's training loss: ``kind`` is classification, regression, token or qa."""
-    w = batch.get("weights")
+    w = batch.get("weights", batch.get("valid"))
     if kind == "classification":
         return losses.classification(logits, batch["labels"], w)
     if kind == "regression":
@@ -69,7 +69,8 @@ def classification_stats(forward: ModelFn, num_classes: int) -> Callable[[Any, d
 
     def stats(params, batch):
         logits = forward(params, batch).logits
-        weights = batch.get("weights", jnp.ones(logits.shape[0], jnp.int32)).astype(jnp.int32)
+        weights = batch.get("weights", batch.get("valid", jnp.ones(logits.shape[0], jnp.int32)))
+        weights = weights.astype(jnp.int32)
         gold = jax.nn.one_hot(batch["labels"], num_classes, dtype=jnp.int32) * weights[:, None]
         pred = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes, dtype=jnp.int32)
         ce = losses.classification(logits, batch["labels"], weights) * jnp.sum(weights)
