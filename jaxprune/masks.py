@@ -8,8 +8,8 @@ The global top-k never concatenates or sorts the model. Scores are mapped to ord
 uint32 keys and the k-th largest key is found by bisection on its 32 bits: each of the 32
 steps is one count (a fused compare-and-sum over every leaf), so the search is exact, costs
 O(n) per step and runs on sharded leaves without gathering them. Ties at the threshold are
-broken by position (earlier leaf in ``jax.tree.leaves`` order, then lower flat index wins),
-found by a second bisection on that position.
+broken by position (earlier leaf in ``jax.tree.leaves`` order, then lower flat index wins):
+only the one leaf holding the cut among the ties is searched, by bisection on the index.
 """
 
 from __future__ import annotations
@@ -76,44 +76,47 @@ def _grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> 
 
     tau = lax.fori_loop(0, 32, key_bit, jnp.zeros((n_groups,), jnp.uint32))
     n_gt = count(lambda i, s: _keys(s) > tau[groups[i]])
-    n_eq = count(lambda i, s: _keys(s) == tau[groups[i]])
-    need = ks - n_gt  # how many tied entries to keep, per group
+    ties = [jnp.sum(_keys(s) == tau[groups[i]], dtype=jnp.int32) for i, s in enumerate(leaves)]
+    need = ks - n_gt  # how many tied entries to keep, per group (<= its ties)
 
-    # Position of every entry within its group: leaf offset + flat index.
-    offsets, sizes = [0] * len(leaves), [0] * n_groups
-    for i, s in enumerate(leaves):
-        offsets[i] = sizes[groups[i]]
-        sizes[groups[i]] += s.size
+    def tie_bounds() -> list[jax.Array]:
+        # Ties are kept in position order, so only one leaf per group is cut: earlier
+        # member leaves keep all their ties, later ones none. Bisect inside that leaf only.
+        bounds = [jnp.int32(0)] * len(leaves)
+        for g, m in enumerate(members):
+            counts = jnp.stack([ties[i] for i in m])
+            before = jnp.cumsum(counts) - counts
+            holder = jnp.argmax(before + counts >= need[g])
+            need_in = need[g] - before[holder]
+            branches = [functools.partial(_tie_bound, leaves[i], tau[g], need_in) for i in m]
+            cut = lax.switch(holder, branches) if len(m) > 1 else branches[0]()
+            for j, i in enumerate(m):
+                bounds[i] = jnp.where(j < holder, leaves[i].size, jnp.where(j == holder, cut, 0))
+        return bounds
 
-    def position(i: int, s: jax.Array) -> jax.Array:
-        return jnp.arange(s.size, dtype=jnp.int32).reshape(s.shape) + offsets[i]
-
-    def tie_cutoff() -> jax.Array:
-        # Smallest position bound J per group such that `need` tied entries lie below J.
-        bits = max(1, math.ceil(math.log2(max(sizes) + 1)))
-
-        def pos_bit(b, lo):
-            cand = lo + (jnp.int32(1) << (bits - 1 - b))
-            below = count(
-                lambda i, s: (_keys(s) == tau[groups[i]]) & (position(i, s) < cand[groups[i]])
-            )
-            return jnp.where(below < need, cand, lo)
-
-        # lo ends as the largest J with fewer than `need` tied entries below it.
-        lo = lax.fori_loop(0, bits, pos_bit, jnp.zeros((n_groups,), jnp.int32))
-        return lo + 1
-
-    cutoff = lax.cond(
-        jnp.all(n_eq == need),
-        lambda: jnp.full((n_groups,), np.iinfo(np.int32).max, jnp.int32),
-        tie_cutoff,
-    )
+    every_tie_kept = jnp.all(jnp.stack([sum(ties[i] for i in m) for m in members]) == need)
+    bounds = lax.cond(every_tie_kept, lambda: [jnp.int32(s.size) for s in leaves], tie_bounds)
     masks = []
     for i, s in enumerate(leaves):
-        k = _keys(s)
-        g = groups[i]
-        masks.append((k > tau[g]) | ((k == tau[g]) & (position(i, s) < cutoff[g]) & (need[g] > 0)))
+        k, g = _keys(s), groups[i]
+        index = jnp.arange(s.size, dtype=jnp.int32).reshape(s.shape)
+        masks.append((k > tau[g]) | ((k == tau[g]) & (index < bounds[i]) & (need[g] > 0)))
     return masks
+
+
+def _tie_bound(scores: jax.Array, tau: jax.Array, need: jax.Array) -> jax.Array:
+    """Smallest flat index bound J such that ``need`` entries equal to ``tau`` lie below J."""
+    bits = max(1, math.ceil(math.log2(scores.size + 1)))
+    tied = (_keys(scores) == tau).ravel()
+    index = jnp.arange(scores.size, dtype=jnp.int32)
+
+    def pos_bit(b, lo):
+        cand = lo + (jnp.int32(1) << (bits - 1 - b))
+        below = jnp.sum(tied & (index < cand), dtype=jnp.int32)
+        return jnp.where(below < need, cand, lo)
+
+    # lo ends as the largest J with fewer than `need` ties below it.
+    return lax.fori_loop(0, bits, pos_bit, jnp.int32(0)) + 1
 
 
 def topk(
