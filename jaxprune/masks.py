@@ -107,8 +107,8 @@ def _grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> 
 def _tie_bound(scores: jax.Array, tau: jax.Array, need: jax.Array) -> jax.Array:
     """Smallest flat index bound J such that ``need`` entries equal to ``tau`` lie below J."""
     bits = max(1, math.ceil(math.log2(scores.size + 1)))
-    tied = (_keys(scores) == tau).ravel()
-    index = jnp.arange(scores.size, dtype=jnp.int32)
+    tied = _keys(scores) == tau  # kept in its shape: a reshape would gather a sharded leaf
+    index = jnp.arange(scores.size, dtype=jnp.int32).reshape(scores.shape)
 
     def pos_bit(b, lo):
         cand = lo + (jnp.int32(1) << (bits - 1 - b))

@@ -92,7 +92,7 @@ def _topk_counts(leaves: list[jax.Array], ks: jax.Array, one_group: bool) -> lis
 
 def type_key(path: str) -> str:
     """A matrix's type for SMP-S: its path with the layer index removed."""
-    return re.sub(r"/\d+(/|$)", r"/\1", path)
+    return re.sub(r"/\d+(?=/|$)", "", path)
 
 
 def smp_s_ratios(scores: Any, remaining: Any, temperature: float = 1.0) -> Any:
