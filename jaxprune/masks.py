@@ -53,8 +53,9 @@ def _check_sparsity(sparsity: Any) -> None:
         raise ValueError(f"sparsity must be in [0, 1), got {value}")
 
 
-def _grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> list[jax.Array]:
-    """Keeps exactly ``ks[g]`` largest entries within each group of leaves.
+def grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> list[jax.Array]:
+    """Keeps exactly ``ks[g]`` largest entries within each group of leaves (the engine of
+    :func:`topk`; use it directly for per-matrix counts, e.g. SMP-S's ratios).
 
     Args:
       leaves: score arrays.
@@ -159,7 +160,7 @@ def _topk(scores: Any, sparsity: jax.Array, scope: str) -> Any:
     else:
         groups = list(range(len(leaves)))
         ks = jnp.stack([_kept_count(density, s.size) for s in leaves])
-    return jax.tree.unflatten(treedef, _grouped_topk(leaves, groups, ks))
+    return jax.tree.unflatten(treedef, grouped_topk(leaves, groups, ks))
 
 
 def nm(scores: Any, n: int, m: int, axis: int = -1) -> Any:

@@ -147,12 +147,13 @@ def prune_glue(job: GlueJob, run_dir: str | pathlib.Path) -> dict:
     loss = method.loss(forward, run, teacher_forward)
     step = jax.jit(train.train_step_fn(loss, tx), donate_argnums=0)
     state = train.init_state(method.init(params), tx, seed=job.seed)
-    evaluate = evaluator(forward, job.task, dev_batches)
+    head_forward = getattr(method, "head_forward", None)  # learned-score methods
+    evaluate = evaluator(
+        head_forward(forward, run) if head_forward else forward, job.task, dev_batches
+    )
 
     def evaluate_trainable(trainable):  # learned-score methods train {"params", "scores"}
-        return evaluate(
-            method.export(trainable, None, run)[0] if _has_scores(trainable) else trainable
-        )
+        return evaluate(method.eval_params(trainable) if _has_scores(trainable) else trainable)
 
     started = time.time()
     state, _ = train.fit(
@@ -172,6 +173,7 @@ def prune_glue(job: GlueJob, run_dir: str | pathlib.Path) -> dict:
         teacher=method.initial_teacher(params, dense_teacher),
         update_teacher=method.update_teacher if method.teacher == "self" else None,
         resolved_config=dataclasses.asdict(job),
+        export=lambda trainable, opt_state: method.export(trainable, opt_state, run),
     )
     pruned, masks = method.export(state.params, state.opt_state, run)
     dev = evaluate(pruned)

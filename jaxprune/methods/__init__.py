@@ -24,19 +24,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jaxprune.methods import scored
+from jaxprune.methods import learned, scored
 from jaxprune.methods.base import Method, Run
+from jaxprune.methods.learned import ScoreMethod
 from jaxprune.methods.scored import CriterionMethod
 
 
 def _presets() -> dict[str, Any]:
-    table: dict[str, Any] = dict(scored.PRESETS)
-    try:
-        from jaxprune.methods import learned
-    except ImportError:  # pragma: no cover - while learned-score methods are absent
-        return table
-    table.update(learned.PRESETS)
-    return table
+    return {**scored.PRESETS, **learned.PRESETS}
 
 
 def names() -> list[str]:
@@ -60,4 +55,4 @@ def get(name: str, **overrides: Any) -> Method:
     return dataclasses.replace(preset, **overrides)
 
 
-__all__ = ["CriterionMethod", "Method", "Run", "get", "names"]
+__all__ = ["CriterionMethod", "Method", "Run", "ScoreMethod", "get", "names"]

@@ -22,8 +22,9 @@ boolean mask computed from the scores at every step:
 
 Schedules (``t`` = optimizer steps taken; :meth:`ScoreMethod.remaining`,
 :meth:`ScoreMethod.threshold`, :meth:`ScoreMethod.regularization`): with
-``ramp(t) = 1 - (1 - clip((t - begin) / (end - begin), 0, 1))^3``, the remaining ratio is
-``r_t = v + (1 - v)(1 - p)^3 = 1 - (1 - v) ramp(t)`` (v = 1 - sparsity), the soft-movement
+``p = clip((t - begin) / (end - begin), 0, 1)`` and ``ramp(t) = 1 - (1 - p)^3``, the
+remaining ratio is ``r_t = v + (1 - v)(1 - p)^3 = 1 - (1 - v) ramp(t)`` (v = 1 - sparsity;
+exactly v from ``end`` on), the soft-movement
 threshold ``tau_t = tau_final ramp(t)`` and the regulariser weight
 ``lambda_t = final_lambda ramp'(t)``, where ``ramp'`` follows the mask schedule
 (``lambda_ramp="mask"``: movement's ``final_lambda tau_t / tau_final``) or runs from step 0 to
@@ -85,9 +86,12 @@ def _kept_count(ratio: jax.Array, n: int) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnums=2)
 def _topk_counts(leaves: list[jax.Array], ks: jax.Array, one_group: bool) -> list[jax.Array]:
-    """Exact top-``ks[i]`` of every leaf (or top-``ks[0]`` over all leaves when one_group)."""
+    """Exact top-``ks[i]`` of every leaf (or top-``ks[0]`` over all leaves when one_group).
+
+    Uses ``jaxprune.masks``' bisection top-k (no sort, no gather of sharded leaves) with a
+    count per leaf rather than one sparsity."""
     groups = [0] * len(leaves) if one_group else list(range(len(leaves)))
-    return masks._grouped_topk(leaves, groups, ks)
+    return masks.grouped_topk(leaves, groups, ks)
 
 
 def type_key(path: str) -> str:
@@ -492,6 +496,17 @@ def _threshold_masks(leaves: list[jax.Array], tau: jax.Array, min_kept: float) -
     return jax.lax.cond(jnp.any(short), with_floor, lambda: hard)
 
 
+# SMP's settings (Jiang et al. 2023, code run.sh / SMPTrainer), shared by its three presets.
+_SMP: dict[str, Any] = dict(
+    begin=0.0,
+    end=0.7,
+    score_lr=2e-2,
+    train_weights=False,
+    frozen=None,
+    final_lambda=400.0,
+    lambda_ramp="run",
+)
+
 # Presets: each paper's defaults. Schedule points are fractions of the run (< 1) or steps.
 PRESETS: dict[str, ScoreMethod] = {
     # Movement pruning (Sanh, Wolf & Rush 2020), hard top-k per matrix (`pruning_method=topK`
@@ -520,51 +535,25 @@ PRESETS: dict[str, ScoreMethod] = {
     # --warmup_threshold_step; GLUE used 3500-5250 steps at v >= 0.7 and ~60% of the run at
     # high sparsity), then v = 1 - sparsity (default 0.9). lambda_t = 400 (1 - (1 - t/T)^3)
     # over the whole run (or regu_ramp_steps). objective="kd": 0.5 CE + 0.5 T^2 KL, T=2.
-    # Differences from the paper (spec table 2.10): R(S) is the code's mean over matrices of
-    # mean sigmoid(S) (paper: sum), lambda follows the code's whole-run ramp (paper: s_t/s_f),
-    # linear LR decay and clipping as the code's HF Trainer. The head: the code uses the
+    # Differences from the paper (spec table 2.10), all following the code: R(S) is the mean
+    # over matrices of mean sigmoid(S) (paper: sum); lambda ramps over the whole run (paper:
+    # s_t/s_f); KD is KL(teacher || student) (paper: KL(p_s || p_t)); linear LR decay and
+    # clipping (HF Trainer); the paper's ramp lengths for low / high sparsity are swapped
+    # relative to the scripts (set `end` per run). Selecting the best dev checkpoint at the
+    # target sparsity is the training loop's business. The head: the code uses the
     # frozen pre-trained MLM head restricted to label words (head="label_words", needs a
     # masked-lm model); the default here trains a new classifier head at the run's learning
     # rate (paper Table 4's "from scratch, lr 3e-5"), for checkpoints with no MLM head.
     # Top-k keeps round(v n) per matrix (the code: int(v n)).
-    "smp": ScoreMethod(
-        name="smp",
-        begin=0.0,
-        end=0.7,
-        score_lr=2e-2,
-        train_weights=False,
-        frozen=None,
-        final_lambda=400.0,
-        lambda_ramp="run",
-    ),
+    "smp": ScoreMethod(name="smp", **_SMP),
     # SMP-S (Jiang et al. 2023): as smp, with per-matrix ratios recomputed every step from
     # mean sigmoid(S / p) shares within each matrix type (smp_s_ratios): no cap at 1, zero
     # sum -> r_t. p = smp_s_temperature; None (default) is the scripts' choice, 4 when
     # v >= 0.7 and 1 otherwise (they also use 3 for MNLI 50% without KD, 4 for SQuAD 50%).
     # The paper's Eq. 4 sums sigmoid(S) without p; matrices of one type have equal sizes, so
     # the mean is the same allocation at p = 1.
-    "smp_s": ScoreMethod(
-        name="smp_s",
-        mask="smp_s",
-        begin=0.0,
-        end=0.7,
-        score_lr=2e-2,
-        train_weights=False,
-        frozen=None,
-        final_lambda=400.0,
-        lambda_ramp="run",
-    ),
-    # SMP's "G" ablation (paper Table 3): one top-k over all prunable scores, exact and
-    # recomputed every step (the code's global_topk), otherwise as smp.
-    "smp_global": ScoreMethod(
-        name="smp_global",
-        mask="global",
-        begin=0.0,
-        end=0.7,
-        score_lr=2e-2,
-        train_weights=False,
-        frozen=None,
-        final_lambda=400.0,
-        lambda_ramp="run",
-    ),
+    "smp_s": ScoreMethod(name="smp_s", mask="smp_s", **_SMP),
+    # SMP's "G" ablation (paper Table 3): one exact top-k over all prunable scores, recomputed
+    # every step, otherwise as smp.
+    "smp_global": ScoreMethod(name="smp_global", mask="global", **_SMP),
 }

@@ -126,6 +126,7 @@ def fit(
     teacher: Any = None,
     update_teacher: Callable[[Any, Any, dict | None], Any] | None = None,
     resolved_config: dict | None = None,
+    export: Callable[[Any, Any], tuple[Any, Any]] | None = None,
 ) -> tuple[Any, Any]:
     """Trains ``state`` for ``config.steps`` steps, resuming from ``run_dir`` if it holds a
     checkpoint.
@@ -144,6 +145,8 @@ def fit(
       update_teacher: ``(state, teacher, dev) -> teacher``, called after every step; ``dev``
         holds the metrics on evaluation steps and is None otherwise (self-regularization).
       resolved_config: written to ``run_dir/config.json``.
+      export: ``(trainable, opt_state) -> (params, masks)`` for the final sparsity report
+        (a method's ``export``); default: the params and the ``masked_optimizer`` masks.
 
     Returns:
       ``(state, teacher)`` after the last step.
@@ -245,10 +248,13 @@ def fit(
         ckpt.close()
         logger.close()
     if jax.process_index() == 0:
-        masks = None
-        with contextlib.suppress(ValueError):  # no masked_optimizer: report non-zeros
-            masks = masks_of(state.opt_state)
-        report = masks_lib.sparsity_report(jax.device_get(state.params), masks)
+        if export is not None:
+            params, masks = jax.device_get(export(state.params, state.opt_state))
+        else:
+            params, masks = jax.device_get(state.params), None
+            with contextlib.suppress(ValueError):  # no masked_optimizer: report non-zeros
+                masks = masks_of(state.opt_state)
+        report = masks_lib.sparsity_report(params, masks)
         (run_dir / "sparsity_report.txt").write_text(str(report) + "\n")
         if dev:
             (run_dir / "dev_metrics.json").write_text(json.dumps(dev, indent=2, default=float))
