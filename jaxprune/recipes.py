@@ -66,6 +66,8 @@ def _method(job: GlueJob) -> Any:
     options = dict(job.method_options)
     if job.method == "dense":
         return methods.get("magnitude", sparsity=0.0, update_every=10**9, **options)
+    if methods.get(job.method).sparsity is None:  # soft movement: set by its regulariser
+        return methods.get(job.method, **options)
     return methods.get(job.method, sparsity=job.sparsity, **options)
 
 
