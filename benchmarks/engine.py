@@ -21,6 +21,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import hf, methods, train
@@ -68,7 +69,7 @@ def main() -> None:
         step = jax.jit(
             train.train_step_fn(method.loss(forward, run, forward), tx), donate_argnums=0
         )
-        state = train.init_state(method.init(params), tx)
+        state = train.init_state(jax.tree.map(jnp.copy, method.init(params)), tx)  # donated
         teacher = method.initial_teacher(params, params if method.teacher == "dense" else None)
         start = time.perf_counter()
         state, metrics = step(state, batch, teacher)  # step 0: compile (+ the one mask update)
