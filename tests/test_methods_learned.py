@@ -9,22 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from tiny import TINY_BERT
 
 from jaxprune import losses, masks, methods, paths, train
 from jaxprune.methods import learned
-from jaxprune.models import EncoderConfig, EncoderForTask
+from jaxprune.models import EncoderForTask
 
-CFG = EncoderConfig(
-    arch="bert",
-    vocab_size=50,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=48,
-    max_position_embeddings=16,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
+CFG = TINY_BERT
 RUN = methods.Run(total_steps=12, learning_rate=1e-3, warmup_steps=1)
 HEAD = "classifier/"
 

@@ -13,22 +13,13 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from tiny import TINY_BERT
 
 import jaxprune
 from jaxprune import metrics, train
 from jaxprune.models import EncoderConfig, EncoderForTask
 
-CFG = EncoderConfig(
-    arch="bert",
-    vocab_size=50,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=48,
-    max_position_embeddings=16,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
+CFG = TINY_BERT
 
 
 def tiny(seed=0):
