@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) experiments/demo_toy.py
+	$(PY) experiments/demo.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -20,7 +20,7 @@ import pathlib
 import time
 
 from jaxprune import methods
-from jaxprune.recipes import GlueJob, prune_glue
+from jaxprune.recipes import Job, run
 
 HERE = pathlib.Path(__file__).resolve().parent
 OUT = HERE / "results" / "sst2_minilm_90"
@@ -40,8 +40,8 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
-def job(args: argparse.Namespace, method: str, teacher: str | None) -> GlueJob:
-    return GlueJob(
+def job(args: argparse.Namespace, method: str, teacher: str | None) -> Job:
+    return Job(
         model="minilm",
         task="sst2",
         method=method,
@@ -62,7 +62,7 @@ def run_once(args: argparse.Namespace, name: str, teacher: str | None) -> dict:
     if done.exists():
         return json.loads(done.read_text())
     started = time.time()
-    result = prune_glue(job(args, name, teacher), run_dir)
+    result = run(job(args, name, teacher), run_dir)
     print(
         f"{name}: dev accuracy {result['dev']['accuracy']:.4f}, sparsity "
         f"{result['sparsity']:.4f}, {time.time() - started:.0f} s",

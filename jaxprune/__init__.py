@@ -2,10 +2,11 @@
 
 The core is pure functions on parameter pytrees (:mod:`jaxprune.criteria`,
 :mod:`jaxprune.masks`, :mod:`jaxprune.schedules`) and one optax transformation,
-:func:`masked_optimizer`, that applies them inside any JAX training step.
+:func:`masked_optimizer`, that applies them inside any JAX training step. Models, data,
+training and compaction (:mod:`jaxprune.compact`) are imported on demand, not here.
 """
 
-from jaxprune import criteria, masks, paths, schedules
+from jaxprune import criteria, export, masks, paths, schedules, structured
 from jaxprune.criteria import Criterion
 from jaxprune.masks import sparsity, sparsity_report
 from jaxprune.optim import MaskedOptimizerState, masked_optimizer, masks_of
@@ -16,6 +17,7 @@ __all__ = [
     "Criterion",
     "MaskedOptimizerState",
     "criteria",
+    "export",
     "masked_optimizer",
     "masks",
     "masks_of",
@@ -23,4 +25,5 @@ __all__ = [
     "schedules",
     "sparsity",
     "sparsity_report",
+    "structured",
 ]

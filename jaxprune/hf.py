@@ -340,6 +340,12 @@ def hf_config(model: nnx.Module) -> Any:
     if isinstance(model, gpt2.GPT2LMHeadModel):
         config.architectures = ["GPT2LMHeadModel"]
         return config
+    if model.cfg.layer_heads is not None or model.cfg.layer_intermediate is not None:
+        raise ValueError(
+            "this compacted model has per-layer head counts or FFN widths, which a transformers "
+            "config cannot express: use jaxprune.compact.to_hf (pads FFN widths; needs every "
+            "head) or jaxprune.compact.save"
+        )
     config.architectures = [HF_CLASSES[model.task].format(Arch=ARCH_NAMES[model.cfg.arch])]
     if model.task in ("sequence-classification", "token-classification"):
         config.num_labels = model.num_labels

@@ -49,6 +49,7 @@ def _mean(per_example: jax.Array, weights: jax.Array | None) -> jax.Array:
     if weights is None:
         return jnp.mean(per_example)
     weights = weights.astype(per_example.dtype)
+    per_example = jnp.where(weights != 0, per_example, 0)  # padding's -100 labels give NaN
     return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
@@ -93,6 +94,13 @@ def question_answering(
     start = classification(logits[..., 0], start_positions, weights)
     end = classification(logits[..., 1], end_positions, weights)
     return (start + end) / 2
+
+
+def causal_lm(logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """Next-token cross-entropy, averaged over the predicted tokens (Hugging Face's shift:
+    position ``i`` predicts label ``i + 1``). logits (batch, length, vocab); labels (batch,
+    length) int, ``IGNORE`` on prompt and padding tokens."""
+    return token_classification(logits[:, :-1], labels[:, 1:], weights)
 
 
 # ------------------------------------------------------------------ logit distillation

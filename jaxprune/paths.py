@@ -26,6 +26,9 @@ BERT_ENCODER_KERNELS = (
 )
 # The same matrices with their biases, ranked together: what PINS and PLATON prune.
 BERT_ENCODER_KERNELS_AND_BIASES = BERT_ENCODER_KERNELS.replace("/kernel$", "/(kernel|bias)$")
+# GPT-2's four matrices per block (fused QKV, attention output, FFN in, FFN out): weights only.
+GPT2_KERNELS = r"(^|/)transformer/h/\d+/(attn/(c_attn|c_proj)|mlp/(c_fc|c_proj))/kernel$"
+GPT2_KERNELS_AND_BIASES = GPT2_KERNELS.replace("/kernel$", "/(kernel|bias)$")
 
 
 def _key_name(key: Any) -> str:

@@ -12,6 +12,9 @@ train.tsv``, ``squad/dev-v1.1.json``, ``conll2003/train.txt``, ``e2e/trainset.cs
     for batch in batcher(epoch):  # {"input_ids": int32 [32, L], ..., "valid": bool [32]}
         ...
 
+``Batcher(..., pack=True)`` packs several examples into each row for sequence classification
+(one batch shape, little padding; see :mod:`jaxprune.data.packing`).
+
 Malformed files raise :class:`DataFormatError` (a ValueError naming the file and line); rows
 skipped or rewritten for a reason are counted in the ``jaxprune.data`` log.
 """

@@ -6,6 +6,10 @@ epoch's order depends only on ``(seed, epoch)``: rows are shuffled, sorted by le
 chunks of ``sort_chunk`` batches (so a batch holds rows of similar length), cut into global
 batches and the batches shuffled. Each batch is padded to the smallest bucket that holds its
 longest row; every host pads to the same ``L`` and keeps its contiguous slice of the rows.
+
+With ``pack=True`` (sequence classification) several examples share a row instead: rows of
+one width hold segments (see :mod:`jaxprune.data.packing`), and per-example arrays gain a
+segment axis ``S``, so an epoch has a single batch shape and little padding.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any, Literal
 import datasets
 import numpy as np
 import pyarrow as pa
+
+from jaxprune.data import packing
 
 MODEL_COLUMNS = (
     "input_ids",
@@ -43,10 +49,11 @@ class _Ragged:
 
 @dataclasses.dataclass(frozen=True)
 class BatchStats:
-    """What an epoch produces: batch count, ``{(rows, length): count}`` and padding share."""
+    """What an epoch produces: batch count, ``{(rows, length): count}`` (``(rows, length,
+    segments)`` when packing) and padding share."""
 
     num_batches: int
-    shapes: dict[tuple[int, int], int]
+    shapes: dict[tuple[int, ...], int]
     padding: float  # padded positions / all positions of the length axis, global batches
 
 
@@ -81,6 +88,16 @@ def _column(data: Any, name: str) -> _Ragged | np.ndarray:
             raise TypeError(f"column {name!r} is not a list of 1-D sequences")
         return _Ragged(_narrow(flat), np.concatenate([[0], np.cumsum(lengths)]))
     return _narrow(np.asarray(rows))
+
+
+def _tokens(
+    col: _Ragged, example: np.ndarray, position: np.ndarray, keep: np.ndarray, pad: Any
+) -> np.ndarray:
+    """Token ``position`` of row ``example`` of ``col`` where ``keep``, else ``pad``; the
+    three index arrays broadcast to the output shape."""
+    take = np.minimum(col.offsets[example] + position, max(len(col.values) - 1, 0))
+    values = col.values[take] if len(col.values) else np.zeros(take.shape, col.values.dtype)
+    return np.where(keep, values, np.asarray(pad, dtype=col.values.dtype))
 
 
 def choose_buckets(
@@ -135,17 +152,33 @@ class Batcher:
         (``valid`` False, ``index`` -1) so every batch has the same number of rows.
       process_index, process_count: this host yields rows
         ``[process_index * b, (process_index + 1) * b)`` of every global batch,
-        ``b = batch_size // process_count``.
+        ``b = batch_size // process_count`` (``rows // process_count`` when packing).
       columns: the columns to batch; default those of :data:`MODEL_COLUMNS` present.
       pad_id: padding of ``input_ids``; ``labels`` pad with -100, everything else with 0.
       padding_side: "right", or "left" (prompts for generation end at the last position).
       sort_chunk: the length sort runs inside chunks of this many batches (bigger: less
         padding, less randomness in a batch's company).
       length_column: the column whose row lengths set the batch width.
+      pack: pack examples into rows of ``pack_length`` tokens (best fit decreasing over the
+        whole set, once; each epoch shuffles which examples of equal length share a row, and
+        the rows). A global batch is then ``rows`` rows, ``rows`` (a multiple of
+        ``process_count``) chosen so that a batch holds ``batch_size`` examples on average
+        and an epoch has about as many batches as without packing; rows are grouped so that
+        every batch holds about that many (each example weighs about the same in the mean
+        loss of its batch); ``drop_last`` drops the rows that do not fill a last batch.
+        For sequence classification: per-token labels and answer positions are refused.
+      pack_length: the row width ``L``; default the longest row rounded up to ``multiple``.
+      max_segments: at most this many examples in a row (``S``); default the most that
+        packing puts in a row with no limit.
 
     Each yielded batch maps every column to an array ``[b, L]`` (sequences) or ``[b]``
     (per-row values like a class label), plus ``index`` (int32 ``[b]``: the row of
-    ``features``, -1 for padding rows) and ``valid`` (bool ``[b]``).
+    ``features``, -1 for padding rows) and ``valid`` (bool ``[b]``). Packed batches hold
+    ``b = rows // process_count`` rows; per-example columns, ``index`` and ``valid`` are
+    ``[b, S]`` (-100 / -1 / False in empty slots), and they add ``segment_ids`` (int32
+    ``[b, L]``: 0 on padding, ``k + 1`` on the tokens of the row's ``k``-th example),
+    ``position_ids`` (int32 ``[b, L]``, restarting at 0 in every segment) and
+    ``cls_positions`` (int32 ``[b, S]``: where each example starts, 0 in empty slots).
     """
 
     def __init__(
@@ -166,6 +199,9 @@ class Batcher:
         padding_side: Literal["right", "left"] = "right",
         sort_chunk: int = 64,
         length_column: str = "input_ids",
+        pack: bool = False,
+        pack_length: int | None = None,
+        max_segments: int | None = None,
     ) -> None:
         if batch_size % process_count:
             raise ValueError(
@@ -204,6 +240,12 @@ class Batcher:
         self.pad = {"input_ids": pad_id, "labels": -100}
         self.padding_side = padding_side
         self.sort_chunk = sort_chunk
+        self.pack = pack
+        self.rows = batch_size  # rows of a global batch
+        if pack:
+            buckets = [self._init_packing(buckets, pack_length, max_segments, multiple)]
+        elif pack_length is not None or max_segments is not None:
+            raise ValueError("pack_length and max_segments apply only with pack=True")
         if buckets is None:
             widths = [self.lengths[g[g >= 0]].max() for g in self.plan(0)]
             buckets = choose_buckets(widths, max_buckets, multiple)
@@ -214,14 +256,47 @@ class Batcher:
                 f"{self.buckets[-1]}"
             )
 
+    def _init_packing(
+        self, buckets: Sequence[int] | None, width: int | None, segments: int | None, multiple: int
+    ) -> int:
+        """Checks the packing options, lays out the rows; returns the row width."""
+        if buckets is not None:
+            raise ValueError("pack=True sets the row width with pack_length, not buckets")
+        if self.padding_side != "right":
+            raise ValueError("packing pads on the right only")
+        refused = [
+            c
+            for c, col in self.columns.items()
+            if c in ("start_positions", "end_positions")
+            or (c == "labels" and isinstance(col, _Ragged))
+        ]
+        if refused:
+            raise ValueError(
+                f"packing is for sequence classification; columns {refused} hold token "
+                "positions or per-token labels (batch token tasks with buckets)"
+            )
+        if self.num_rows and self.lengths.min() < 1:
+            raise ValueError(f"row {int(np.argmin(self.lengths))} is empty: nothing to pack")
+        longest = int(self.lengths.max(initial=1))
+        width = width or -(-longest // multiple) * multiple
+        if longest > width:
+            raise ValueError(f"a row has {longest} tokens, more than pack_length {width}")
+        self.slots = packing.best_fit_decreasing(self.lengths, width, segments)
+        share = self.batch_size * len(self.slots) / max(self.num_rows, 1)
+        self.rows = self.process_count * max(1, round(share / self.process_count))
+        return width
+
     def __len__(self) -> int:
         """Batches per epoch."""
-        n, b = self.num_rows, self.batch_size
-        return n // b if self.drop_last else -(-n // b)
+        n = len(self.slots) if self.pack else self.num_rows
+        return n // self.rows if self.drop_last else -(-n // self.rows)
 
     def plan(self, epoch: int) -> np.ndarray:
-        """Row indices of every global batch of ``epoch``: int64 ``[len(self), batch_size]``,
-        -1 for padding rows. Identical on every host."""
+        """Row indices of every global batch of ``epoch``: int64 ``[len(self), rows]``, or
+        ``[len(self), rows, S]`` when packing; -1 for padding rows and empty slots.
+        Identical on every host."""
+        if self.pack:
+            return self._pack_plan(epoch)
         rng = np.random.default_rng([self.seed, epoch])
         n, b = self.num_rows, self.batch_size
         order = rng.permutation(n) if self.shuffle else np.arange(n)
@@ -234,6 +309,17 @@ class Batcher:
         order = np.concatenate([order, np.full((-len(order)) % b, -1)]).reshape(-1, b)
         return order[rng.permutation(len(order))] if self.shuffle else order
 
+    def _pack_plan(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.num_rows) if self.shuffle else np.arange(self.num_rows)
+        index = packing.fill_slots(self.slots, self.lengths, order)
+        if self.shuffle:
+            index = index[rng.permutation(len(index))]
+        keep = len(self) * self.rows
+        index = np.concatenate([index, np.full((keep, index.shape[1]), -1)])[:keep]
+        plan = index[packing.balance((index >= 0).sum(1), self.rows)]
+        return plan[rng.permutation(len(plan))] if self.shuffle else plan
+
     def width(self, rows: np.ndarray) -> int:
         """The bucket of a global batch: the smallest that holds its longest row."""
         longest = self.lengths[rows[rows >= 0]].max(initial=0)
@@ -241,11 +327,12 @@ class Batcher:
 
     def __call__(self, epoch: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """This host's share of every batch of ``epoch`` (see class doc)."""
-        b = self.batch_size // self.process_count
+        b = self.rows // self.process_count
+        fill = self._pack_rows if self.pack else self._pad
         for rows in self.plan(epoch):
             width = self.width(rows)
             local = rows[self.process_index * b : (self.process_index + 1) * b]
-            yield self._pad(local, width)
+            yield fill(local, width)
 
     def _pad(self, rows: np.ndarray, width: int) -> dict[str, np.ndarray]:
         valid = rows >= 0
@@ -259,26 +346,42 @@ class Batcher:
                 if self.padding_side == "left":
                     pos = pos - (width - lengths)
                 keep = (pos >= 0) & (pos < lengths)
-                take = col.offsets[safe][:, None] + np.clip(pos, 0, None)
-                take = np.minimum(take, max(len(col.values) - 1, 0))
-                values = (
-                    col.values[take] if len(col.values) else np.zeros(take.shape, col.values.dtype)
-                )
-                out[name] = np.where(keep, values, np.asarray(pad, dtype=col.values.dtype))
+                out[name] = _tokens(col, safe[:, None], np.clip(pos, 0, None), keep, pad)
             else:
                 out[name] = np.where(valid, col[safe], np.asarray(pad, dtype=col.dtype))
         out["index"] = rows.astype(np.int32)
         out["valid"] = valid
         return out
 
+    def _pack_rows(self, index: np.ndarray, width: int) -> dict[str, np.ndarray]:
+        """The packed batch of example ``index`` ``[b, S]`` (-1: empty slot)."""
+        valid = index >= 0
+        safe = np.where(valid, index, 0)
+        seg = packing.segments(np.where(valid, self.lengths[safe], 0), width)
+        example = np.take_along_axis(safe, seg.slot, axis=1)  # [b, L]
+        out: dict[str, np.ndarray] = {}
+        for name, col in self.columns.items():
+            pad = self.pad.get(name, 0)
+            if isinstance(col, _Ragged):
+                out[name] = _tokens(col, example, seg.position_ids, seg.segment_ids > 0, pad)
+            else:
+                out[name] = np.where(valid, col[safe], np.asarray(pad, dtype=col.dtype))
+        out["segment_ids"] = seg.segment_ids
+        out["position_ids"] = seg.position_ids
+        out["cls_positions"] = seg.cls_positions
+        out["index"] = index.astype(np.int32)
+        out["valid"] = valid
+        return out
+
     def stats(self, epoch: int = 0) -> BatchStats:
         """Shapes and padding of ``epoch`` without building the arrays."""
-        b = self.batch_size // self.process_count
+        b = self.rows // self.process_count
         plan = self.plan(epoch)
         widths = [self.width(rows) for rows in plan]
         real = int(self.lengths[plan[plan >= 0]].sum())
-        total = self.batch_size * sum(widths)
-        shapes = Counter((b, w) for w in widths)
+        total = self.rows * sum(widths)
+        segments = plan.shape[2:]  # (S,) when packing
+        shapes = Counter((b, w, *segments) for w in widths)
         return BatchStats(
             len(widths), dict(sorted(shapes.items())), 1 - real / total if total else 0.0
         )
@@ -305,7 +408,8 @@ def unbatch(
     """Per-batch model outputs back in dataset order.
 
     ``outputs[k]`` (``[b, ...]``, e.g. logits ``[b, L]``) belongs to ``batch_list[k]``; row
-    ``j`` lands at ``batch_list[k]["index"][j]`` unless it is a padding row. A length axis is
+    ``j`` lands at ``batch_list[k]["index"][j]`` unless it is a padding row. Packed batches
+    (``index`` ``[b, S]``, outputs ``[b, S, ...]``) work the same per slot. A length axis is
     padded with ``fill`` to the widest batch. Returns ``[num_rows, ...]``; rows no batch
     covered (``drop_last``, another host's share) stay ``fill``.
     """
@@ -314,10 +418,11 @@ def unbatch(
     ]
     if not pairs:
         raise ValueError("no batches")
-    tail = tuple(max(o.shape[k] for _, o in pairs) for k in range(1, pairs[0][1].ndim))
+    lead = pairs[0][0].ndim  # 1, or 2 for packed batches
+    tail = tuple(max(o.shape[k] for _, o in pairs) for k in range(lead, pairs[0][1].ndim))
     result = np.full((num_rows, *tail), fill, dtype=pairs[0][1].dtype)
     for index, out in pairs:
         keep = index >= 0
-        region = (index[keep], *(slice(0, s) for s in out.shape[1:]))
+        region = (index[keep], *(slice(0, s) for s in out.shape[lead:]))
         result[region] = out[keep]
     return result

@@ -18,7 +18,7 @@ import optax
 from jaxprune import criteria, losses, masks, paths, schedules
 from jaxprune.methods.base import Run, Teacher, copy_tree
 from jaxprune.optim import masked_optimizer, masks_of
-from jaxprune.train.tasks import ModelFn, task_loss
+from jaxprune.train.tasks import ModelFn, classes_view, task_loss
 
 Objective = Literal["task", "kd", "self_regularization", "sparsebert", "cross_correlation"]
 
@@ -147,24 +147,19 @@ class CriterionMethod:
                         params, teacher["params"], self.prunable
                     )
                 return total, {"ce": ce, "cross_correlation": cc}
-            logits = forward(params, batch, train=True, rng=rng).logits
+            logits, labels, weights = classes_view(
+                forward(params, batch, train=True, rng=rng).logits, batch, kind
+            )
+            t_params = teacher if objective == "kd" else teacher["params"]
+            t_logits = classes_view(teacher_forward(t_params, batch).logits, batch, kind)[0]
+            t_logits = jax.lax.stop_gradient(t_logits)
             if objective == "kd":
-                t_logits = jax.lax.stop_gradient(teacher_forward(teacher, batch).logits)
                 loss = losses.distillation(
-                    logits,
-                    t_logits,
-                    batch["labels"],
-                    temperature=temperature,
-                    weights=batch.get("weights"),
+                    logits, t_logits, labels, temperature=temperature, weights=weights
                 )
                 return loss, {}
-            t_logits = jax.lax.stop_gradient(teacher_forward(teacher["params"], batch).logits)
             loss = losses.self_regularization(
-                logits,
-                t_logits,
-                batch["labels"],
-                temperature=temperature,
-                weights=batch.get("weights"),
+                logits, t_logits, labels, temperature=temperature, weights=weights
             )
             return loss, {"alpha": jnp.mean(losses.adaptive_alpha(logits))}
 

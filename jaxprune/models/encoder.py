@@ -41,10 +41,42 @@ class EncoderConfig:
     embedding_size: int | None = None  # ELECTRA: embeddings narrower than hidden
     classifier_dropout: float | None = None  # None: hidden_dropout_prob
     qa_dropout: float = 0.1  # DistilBERT's dropout before the QA head
+    # Compacted models (jaxprune.compact): heads and FFN width kept in each layer. None:
+    # every layer has num_attention_heads heads (of head_dim) and intermediate_size neurons.
+    layer_heads: tuple[int, ...] | None = None
+    layer_intermediate: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        for name, top in (
+            ("layer_heads", self.num_attention_heads),
+            ("layer_intermediate", None),
+        ):
+            sizes = getattr(self, name)
+            if sizes is None:
+                continue
+            sizes = tuple(int(n) for n in sizes)
+            object.__setattr__(self, name, sizes)  # JSON gives lists; keep it hashable
+            if len(sizes) != self.num_hidden_layers:
+                raise ValueError(
+                    f"{name} has {len(sizes)} entries for {self.num_hidden_layers} layers"
+                )
+            if any(n < 0 or (top is not None and n > top) for n in sizes):
+                bound = f"[0, {top}]" if top is not None else ">= 0"
+                raise ValueError(f"{name}={sizes}: every entry must be {bound}")
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    def heads_of(self, layer: int) -> int:
+        """Attention heads of layer ``layer`` (0-based)."""
+        return self.num_attention_heads if self.layer_heads is None else self.layer_heads[layer]
+
+    def intermediate_of(self, layer: int) -> int:
+        """FFN width of layer ``layer`` (0-based)."""
+        if self.layer_intermediate is None:
+            return self.intermediate_size
+        return self.layer_intermediate[layer]
 
     @classmethod
     def from_hf(cls, hf: Any) -> EncoderConfig:
@@ -100,7 +132,7 @@ class EncoderOutput(NamedTuple):
     """Encoder outputs; optional fields are None unless asked for."""
 
     last_hidden_state: jax.Array  # (batch, length, hidden)
-    pooled: jax.Array | None = None  # (batch, hidden), BERT's tanh pooler on [CLS]
+    pooled: jax.Array | None = None  # (batch, hidden) BERT's pooler on [CLS]; packed: (b, S, h)
     hidden_states: tuple[jax.Array, ...] | None = None  # embeddings + every layer: L+1
     attention_scores: tuple[jax.Array, ...] | None = None  # pre-softmax, (b, heads, q, k)
 
@@ -125,9 +157,14 @@ class Embeddings(nnx.Module):
         self.LayerNorm = layers.layer_norm(width, cfg.layer_norm_eps, rngs=rngs, dtype=dtype)
         self.dropout = nnx.Dropout(cfg.hidden_dropout_prob)
 
-    def __call__(self, input_ids, token_type_ids, *, deterministic, rngs) -> jax.Array:
+    def __call__(
+        self, input_ids, token_type_ids, *, deterministic, rngs, position_ids=None
+    ) -> jax.Array:
         length = input_ids.shape[1]
-        if self.arch == "roberta":  # positions count real tokens from padding_idx + 1
+        roberta = self.arch == "roberta"
+        if position_ids is not None:  # RoBERTa's table starts after padding_idx
+            positions = position_ids + (self.pad_token_id + 1 if roberta else 0)
+        elif roberta:  # positions count real tokens from padding_idx + 1
             real = (input_ids != self.pad_token_id).astype(jnp.int32)
             positions = jnp.cumsum(real, axis=1) * real + self.pad_token_id
         else:
@@ -147,13 +184,34 @@ class _Heads(nnx.Module):
         return x.reshape(*x.shape[:2], heads, -1)
 
 
+class NoHeads(nnx.Module):
+    """Attention of a compacted layer whose heads were all removed: the context is empty
+    (width 0), so only the output projection's bias reaches the residual.
+
+    Args:
+      out_lin: DistilBERT's output projection (kernel (0, hidden)), applied here as in
+        :class:`DistilAttention`; None for BERT, whose projection is ``attention.output``.
+    """
+
+    def __init__(self, out_lin: nnx.Linear | None = None):
+        self.out_lin = out_lin
+
+    def __call__(self, x, *args, return_scores, **kwargs):
+        del args, kwargs
+        context = x[..., :0]
+        b, length = x.shape[:2]
+        scores = jnp.zeros((b, 0, length, length), jnp.float32) if return_scores else None
+        return (context if self.out_lin is None else self.out_lin(context)), scores
+
+
 class SelfAttention(_Heads):
-    def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs, dtype: Any):
+    def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs, dtype: Any, layer: int = 0):
         h = cfg.hidden_size
-        self.heads = cfg.num_attention_heads
-        self.query = layers.dense(h, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.key = layers.dense(h, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.value = layers.dense(h, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.heads = cfg.heads_of(layer)
+        width = self.heads * cfg.head_dim
+        self.query = layers.dense(h, width, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.key = layers.dense(h, width, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.value = layers.dense(h, width, ("embed", "heads"), rngs=rngs, dtype=dtype)
         self.dropout = nnx.Dropout(cfg.attention_probs_dropout_prob)
 
     def __call__(self, x, mask, *, deterministic, rngs, return_scores):
@@ -185,17 +243,19 @@ class DenseResidual(nnx.Module):
 
 
 class Attention(nnx.Module):
-    def __init__(self, cfg: EncoderConfig, *, rngs, dtype):
-        h = cfg.hidden_size
-        self.self = SelfAttention(cfg, rngs=rngs, dtype=dtype)
-        self.output = DenseResidual(h, h, ("heads", "embed"), cfg, rngs=rngs, dtype=dtype)
+    def __init__(self, cfg: EncoderConfig, *, rngs, dtype, layer: int = 0):
+        h, heads = cfg.hidden_size, cfg.heads_of(layer)
+        self.self = SelfAttention(cfg, rngs=rngs, dtype=dtype, layer=layer) if heads else NoHeads()
+        self.output = DenseResidual(
+            heads * cfg.head_dim, h, ("heads", "embed"), cfg, rngs=rngs, dtype=dtype
+        )
 
 
 class Intermediate(nnx.Module):
-    def __init__(self, cfg: EncoderConfig, *, rngs, dtype):
+    def __init__(self, cfg: EncoderConfig, *, rngs, dtype, layer: int = 0):
         self.act = layers.activation(cfg.hidden_act)
         self.dense = layers.dense(
-            cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), rngs=rngs, dtype=dtype
+            cfg.hidden_size, cfg.intermediate_of(layer), ("embed", "mlp"), rngs=rngs, dtype=dtype
         )
 
     def __call__(self, x):
@@ -205,11 +265,14 @@ class Intermediate(nnx.Module):
 class BertLayer(nnx.Module):
     """One post-LayerNorm transformer layer with BERT's parameter names."""
 
-    def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
-        self.attention = Attention(cfg, rngs=rngs, dtype=dtype)
-        self.intermediate = Intermediate(cfg, rngs=rngs, dtype=dtype)
+    def __init__(
+        self, cfg: EncoderConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32, layer: int = 0
+    ):
+        width = cfg.intermediate_of(layer)
+        self.attention = Attention(cfg, rngs=rngs, dtype=dtype, layer=layer)
+        self.intermediate = Intermediate(cfg, rngs=rngs, dtype=dtype, layer=layer)
         self.output = DenseResidual(
-            cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), cfg, rngs=rngs, dtype=dtype
+            width, cfg.hidden_size, ("mlp", "embed"), cfg, rngs=rngs, dtype=dtype
         )
 
     def __call__(self, x, mask, *, deterministic, rngs, return_scores):
@@ -220,13 +283,14 @@ class BertLayer(nnx.Module):
 
 
 class DistilAttention(_Heads):
-    def __init__(self, cfg: EncoderConfig, *, rngs, dtype):
+    def __init__(self, cfg: EncoderConfig, *, rngs, dtype, layer: int = 0):
         h = cfg.hidden_size
-        self.heads = cfg.num_attention_heads
-        self.q_lin = layers.dense(h, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.k_lin = layers.dense(h, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.v_lin = layers.dense(h, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.out_lin = layers.dense(h, h, ("heads", "embed"), rngs=rngs, dtype=dtype)
+        self.heads = cfg.heads_of(layer)
+        width = self.heads * cfg.head_dim
+        self.q_lin = layers.dense(h, width, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.k_lin = layers.dense(h, width, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.v_lin = layers.dense(h, width, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.out_lin = layers.dense(width, h, ("heads", "embed"), rngs=rngs, dtype=dtype)
         self.dropout = nnx.Dropout(cfg.attention_probs_dropout_prob)
 
     def __call__(self, x, mask, *, deterministic, rngs, return_scores):
@@ -245,14 +309,11 @@ class DistilAttention(_Heads):
 
 
 class DistilFFN(nnx.Module):
-    def __init__(self, cfg: EncoderConfig, *, rngs, dtype):
+    def __init__(self, cfg: EncoderConfig, *, rngs, dtype, layer: int = 0):
+        width = cfg.intermediate_of(layer)
         self.act = layers.activation(cfg.hidden_act)
-        self.lin1 = layers.dense(
-            cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), rngs=rngs, dtype=dtype
-        )
-        self.lin2 = layers.dense(
-            cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), rngs=rngs, dtype=dtype
-        )
+        self.lin1 = layers.dense(cfg.hidden_size, width, ("embed", "mlp"), rngs=rngs, dtype=dtype)
+        self.lin2 = layers.dense(width, cfg.hidden_size, ("mlp", "embed"), rngs=rngs, dtype=dtype)
         self.dropout = nnx.Dropout(cfg.hidden_dropout_prob)
 
     def __call__(self, x, *, deterministic, rngs):
@@ -264,11 +325,17 @@ class DistilFFN(nnx.Module):
 class DistilLayer(nnx.Module):
     """DistilBERT's layer: same computation as BERT's, other names."""
 
-    def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
+    def __init__(
+        self, cfg: EncoderConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32, layer: int = 0
+    ):
         h, eps = cfg.hidden_size, cfg.layer_norm_eps
-        self.attention = DistilAttention(cfg, rngs=rngs, dtype=dtype)
+        if cfg.heads_of(layer):
+            self.attention = DistilAttention(cfg, rngs=rngs, dtype=dtype, layer=layer)
+        else:
+            out_lin = layers.dense(0, h, ("heads", "embed"), rngs=rngs, dtype=dtype)
+            self.attention = NoHeads(out_lin)
         self.sa_layer_norm = layers.layer_norm(h, eps, rngs=rngs, dtype=dtype)
-        self.ffn = DistilFFN(cfg, rngs=rngs, dtype=dtype)
+        self.ffn = DistilFFN(cfg, rngs=rngs, dtype=dtype, layer=layer)
         self.output_layer_norm = layers.layer_norm(h, eps, rngs=rngs, dtype=dtype)
 
     def __call__(self, x, mask, *, deterministic, rngs, return_scores):
@@ -285,7 +352,7 @@ class LayerStack(nnx.Module):
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
         kind = DistilLayer if cfg.arch == "distilbert" else BertLayer
         self.layer = nnx.List(
-            [kind(cfg, rngs=rngs, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
+            [kind(cfg, rngs=rngs, dtype=dtype, layer=i) for i in range(cfg.num_hidden_layers)]
         )
 
 
@@ -294,8 +361,8 @@ class Pooler(nnx.Module):
         h = cfg.hidden_size
         self.dense = layers.dense(h, h, ("embed", "embed_out"), rngs=rngs, dtype=dtype)
 
-    def __call__(self, x):
-        return jnp.tanh(self.dense(x[:, 0]))
+    def __call__(self, x, cls_positions=None):
+        return jnp.tanh(self.dense(layers.first_tokens(x, cls_positions)))
 
 
 class Encoder(nnx.Module):
@@ -341,6 +408,9 @@ class Encoder(nnx.Module):
         rngs: nnx.Rngs | None = None,
         output_hidden_states: bool = False,
         output_attention_scores: bool = False,
+        position_ids: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cls_positions: jax.Array | None = None,
     ) -> EncoderOutput:
         """Encodes a batch.
 
@@ -350,20 +420,29 @@ class Encoder(nnx.Module):
           token_type_ids: (batch, length) segment ids; None: zeros.
           deterministic: disables dropout; when False, ``rngs`` must hold a ``dropout`` key.
           output_hidden_states / output_attention_scores: also return them (costless when off).
+          position_ids: (batch, length) positions; None: 0, 1, ... (RoBERTa: counted over
+            real tokens). Packed rows restart them at every example.
+          segment_ids: (batch, length) int, packed rows: ``k + 1`` on the ``k``-th example,
+            0 on padding; tokens attend only within their example. None: one per row.
+          cls_positions: (batch, S) int, where each example of a packed row starts: the
+            pooler then gives (batch, S, hidden).
         """
         kw = dict(deterministic=deterministic, rngs=rngs)
-        x = self.embeddings(input_ids, token_type_ids, **kw)
+        x = self.embeddings(input_ids, token_type_ids, position_ids=position_ids, **kw)
+        mask = attention_mask
+        if segment_ids is not None:
+            mask = layers.segment_mask(segment_ids, attention_mask)
         if hasattr(self, "embeddings_project"):
             x = self.embeddings_project(x)
         stack = self.transformer if self.cfg.arch == "distilbert" else self.encoder
         hidden, scores = [x], []
         for layer in stack.layer:
-            x, s = layer(x, attention_mask, return_scores=output_attention_scores, **kw)
+            x, s = layer(x, mask, return_scores=output_attention_scores, **kw)
             hidden.append(x)
             scores.append(s)
         return EncoderOutput(
             last_hidden_state=x,
-            pooled=self.pooler(x) if hasattr(self, "pooler") else None,
+            pooled=self.pooler(x, cls_positions) if hasattr(self, "pooler") else None,
             hidden_states=tuple(hidden) if output_hidden_states else None,
             attention_scores=tuple(scores) if output_attention_scores else None,
         )

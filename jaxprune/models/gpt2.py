@@ -8,6 +8,7 @@ kernels are not transposed. The LM head is tied to ``transformer/wte``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -156,29 +157,59 @@ class GPT2LMHeadModel(nnx.Module):
         return Output(logits, tuple(hidden) if output_hidden_states else None)
 
 
-def generate_greedy(model: GPT2LMHeadModel, input_ids: jax.Array, max_new_tokens: int) -> jax.Array:
-    """Greedy decoding: (batch, prompt) int -> (batch, prompt + max_new_tokens).
+def greedy_decode(
+    logits_fn: Callable[[Any, jax.Array], jax.Array],
+    params: Any,
+    input_ids: jax.Array,
+    lengths: jax.Array,
+    max_new_tokens: int,
+) -> jax.Array:
+    """Greedy decoding as a pure, jittable function (``max_new_tokens`` static).
 
-    All prompts have the same length (no padding). Each step reruns the model on a fixed-size
-    buffer, so it compiles once; causal attention makes the unused tail irrelevant.
+    Args:
+      logits_fn: ``(params, ids (batch, T)) -> logits (batch, T, vocab)``, causal.
+      input_ids: (batch, prompt) int; row ``r``'s prompt is ``input_ids[r, :lengths[r]]``
+        (right padding).
+      lengths: (batch,) int prompt lengths.
+
+    Returns:
+      (batch, prompt + max_new_tokens): row ``r``'s new tokens are at ``[lengths[r],
+      lengths[r] + max_new_tokens)``, each row continuing right after its own prompt. Every
+      step reruns the model on the fixed-size buffer; causal attention makes everything after
+      a row's write position, padding included, irrelevant.
     """
+    batch, prompt = input_ids.shape
+    rows = jnp.arange(batch)
+    buf = jnp.zeros((batch, prompt + max_new_tokens), input_ids.dtype)
+    buf = buf.at[:, :prompt].set(input_ids)
+
+    def step(i, buf):
+        logits = logits_fn(params, buf)[rows, lengths + i - 1]
+        return buf.at[rows, lengths + i].set(jnp.argmax(logits, -1).astype(buf.dtype))
+
+    return jax.lax.fori_loop(0, max_new_tokens, step, buf)
+
+
+def generate_greedy(
+    model: GPT2LMHeadModel,
+    input_ids: jax.Array,
+    max_new_tokens: int,
+    lengths: jax.Array | None = None,
+) -> jax.Array:
+    """Greedy decoding with ``model``: (batch, prompt) int -> (batch, prompt +
+    max_new_tokens); ``lengths`` as in :func:`greedy_decode` (default: full rows)."""
     batch, prompt = input_ids.shape
     total = prompt + max_new_tokens
     if total > model.cfg.n_positions:
         raise ValueError(
             f"prompt + new tokens = {total} exceeds n_positions={model.cfg.n_positions}"
         )
+    if lengths is None:
+        lengths = jnp.full((batch,), prompt, jnp.int32)
     graphdef, state = nnx.split(model)
 
-    @jax.jit
-    def run(state, input_ids):
-        m = nnx.merge(graphdef, state)
-        buf = jnp.zeros((batch, total), input_ids.dtype).at[:, :prompt].set(input_ids)
+    def logits_fn(state, ids):
+        return nnx.merge(graphdef, state)(ids).logits
 
-        def step(i, buf):
-            logits = m(buf).logits[:, prompt + i - 1]
-            return buf.at[:, prompt + i].set(jnp.argmax(logits, -1).astype(buf.dtype))
-
-        return jax.lax.fori_loop(0, max_new_tokens, step, buf)
-
-    return run(state, input_ids)
+    decode = jax.jit(greedy_decode, static_argnums=(0, 4))
+    return decode(logits_fn, state, input_ids, jnp.asarray(lengths, jnp.int32), max_new_tokens)

@@ -44,8 +44,9 @@ ARCH_NAMES = {
 
 
 class Output(NamedTuple):
-    """Task outputs. ``logits``: (batch, classes) for sequence classification, (batch,
-    length, classes) for tokens and masked LM, (batch, length, 2) = start/end for QA."""
+    """Task outputs. ``logits``: (batch, classes) for sequence classification ((batch, S,
+    classes) for packed rows), (batch, length, classes) for tokens and masked LM, (batch,
+    length, 2) = start/end for QA."""
 
     logits: jax.Array
     hidden_states: tuple[jax.Array, ...] | None = None
@@ -63,8 +64,9 @@ class ClassificationHead(nnx.Module):
         self.out_proj = layers.dense(h, n, ("embed", "classes"), rngs=rngs, dtype=dtype)
         self.dropout = nnx.Dropout(_classifier_dropout(cfg))
 
-    def __call__(self, x, *, deterministic, rngs):
-        x = self.dropout(x[:, 0], deterministic=deterministic, rngs=rngs)
+    def __call__(self, x, *, deterministic, rngs, cls_positions=None):
+        x = layers.first_tokens(x, cls_positions)
+        x = self.dropout(x, deterministic=deterministic, rngs=rngs)
         x = self.dropout(self.act(self.dense(x)), deterministic=deterministic, rngs=rngs)
         return self.out_proj(x)
 
@@ -206,8 +208,13 @@ class EncoderForTask(nnx.Module):
         rngs: nnx.Rngs | None = None,
         output_hidden_states: bool = False,
         output_attention_scores: bool = False,
+        position_ids: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cls_positions: jax.Array | None = None,
     ) -> Output:
-        """Runs body and head; see :meth:`Encoder.__call__` for the arguments."""
+        """Runs body and head; see :meth:`Encoder.__call__` for the arguments. With
+        ``cls_positions`` (packed rows) sequence classification classifies every example:
+        logits (batch, S, classes); the other tasks do not use it."""
         kw = dict(deterministic=deterministic, rngs=rngs)
         out = self.body(
             input_ids,
@@ -215,6 +222,9 @@ class EncoderForTask(nnx.Module):
             token_type_ids,
             output_hidden_states=output_hidden_states,
             output_attention_scores=output_attention_scores,
+            position_ids=position_ids,
+            segment_ids=segment_ids,
+            cls_positions=cls_positions,
             **kw,
         )
         x, arch = out.last_hidden_state, self.cfg.arch
@@ -224,10 +234,11 @@ class EncoderForTask(nnx.Module):
             if arch == "bert":
                 logits = self.classifier(self.dropout(out.pooled, **kw))
             elif arch == "distilbert":
-                pooled = jax.nn.relu(self.pre_classifier(x[:, 0]))
+                first = layers.first_tokens(x, cls_positions)
+                pooled = jax.nn.relu(self.pre_classifier(first))
                 logits = self.classifier(self.dropout(pooled, **kw))
             else:
-                logits = self.classifier(x, **kw)
+                logits = self.classifier(x, cls_positions=cls_positions, **kw)
         elif self.task == "token-classification":
             logits = self.classifier(self.dropout(x, **kw))
         elif self.task == "question-answering":

@@ -100,7 +100,9 @@ def attention(
 
     Args:
       q, k, v: (batch, length, heads, head_dim).
-      mask: (batch, length) bool, True for real tokens (keys to attend to), or None.
+      mask: (batch, length) bool, True for real tokens (keys to attend to); or (batch,
+        length, length), True where a query may attend to a key (see :func:`segment_mask`);
+        or None.
       causal: mask future positions (GPT-2).
       dropout: attention-probability dropout, used when not deterministic.
       return_scores: also return the pre-softmax scores (batch, heads, length, length),
@@ -110,9 +112,11 @@ def attention(
       (context of shape (batch, length, heads, head_dim), scores or None).
     """
     use_dropout = dropout is not None and dropout.rate > 0 and not deterministic
+    if mask is not None:  # to (batch, 1, q or 1, k)
+        mask = mask.astype(bool)
+        mask = mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
     if not (return_scores or use_dropout):
-        key_mask = None if mask is None else mask[:, None, None, :].astype(bool)
-        out = jax.nn.dot_product_attention(q, k, v, mask=key_mask, is_causal=causal)
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
         return out, None
     depth = q.shape[-1]
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(depth)
@@ -121,13 +125,34 @@ def attention(
         allowed = jnp.tril(allowed)
     allowed = allowed[None, None]
     if mask is not None:
-        allowed = allowed & mask[:, None, None, :].astype(bool)
+        allowed = allowed & mask
     scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)
     if use_dropout:
         probs = dropout(probs, deterministic=False, rngs=rngs)
     out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
     return out, scores if return_scores else None
+
+
+def segment_mask(segment_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
+    """(batch, length, length) bool: a query attends to a key of its own segment.
+
+    ``segment_ids`` (batch, length) int numbers the examples packed into a row from 1, 0 on
+    padding; an optional ``attention_mask`` (batch, length) also drops keys marked 0.
+    """
+    keys = segment_ids[:, None, :]
+    allowed = (segment_ids[:, :, None] == keys) & (keys > 0)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, :].astype(bool)
+    return allowed
+
+
+def first_tokens(x: jax.Array, cls_positions: jax.Array | None = None) -> jax.Array:
+    """The first token of every sequence: (batch, hidden) from ``x`` (batch, length, hidden),
+    or, for packed rows, (batch, S, hidden) at ``cls_positions`` (batch, S) int."""
+    if cls_positions is None:
+        return x[:, 0]
+    return jnp.take_along_axis(x, cls_positions[..., None].astype(jnp.int32), axis=1)
 
 
 def logical_axes(module: nnx.Module) -> dict:

@@ -49,6 +49,13 @@ class LoopConfig:
 Batches = Callable[[int, int], Iterator[dict]]  # (epoch, start_index) -> global batches
 
 
+def _examples(batch: dict) -> int:
+    """Real examples in a batch: its ``valid`` count (packed or padded batches), else rows."""
+    if isinstance(batch, dict) and "valid" in batch:
+        return int(jax.numpy.sum(batch["valid"]))
+    return len(next(iter(jax.tree.leaves(batch))))
+
+
 class _Logger:
     """JSON lines, TensorBoard and ``log.txt`` (the jaxprune logs) on process 0 only."""
 
@@ -196,7 +203,7 @@ def fit(
                     state, metrics = train_step(state, batch, teacher)
                     step += 1
                     window_steps += 1
-                    examples += len(next(iter(jax.tree.leaves(batch))))
+                    examples += _examples(batch)
                     position = {"step": step}
                     if not bool(metrics["finite"]):
                         last = ckpt.latest_step()

@@ -4,6 +4,9 @@
 Output``; the loss and stats factories below build on it. Batches are dicts of arrays:
 ``input_ids``, ``attention_mask``, optional ``token_type_ids``, ``labels`` and an optional
 ``weights`` or ``valid`` (1 / True for real examples, 0 for padding rows of a last batch).
+Packed batches (``jaxprune.data.Batcher(..., pack=True)``) add ``segment_ids``,
+``position_ids`` and ``cls_positions``; their ``labels`` and ``valid`` are ``(rows, S)``, one
+per example slot, and so are the sequence-classification logits' leading axes.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from jaxprune import losses
 from jaxprune.models.heads import Output
 
 ModelFn = Callable[..., Output]
+PACKING_INPUTS = ("position_ids", "segment_ids", "cls_positions")
 
 
 def model_fn(model: nnx.Module) -> ModelFn:
@@ -31,13 +35,14 @@ def model_fn(model: nnx.Module) -> ModelFn:
         inputs = [batch["input_ids"], batch.get("attention_mask")]
         if "token_type_ids" in batch:
             inputs.append(batch["token_type_ids"])
-        return module(*inputs, deterministic=not train, rngs=rngs, **outputs)
+        packing = {k: batch[k] for k in PACKING_INPUTS if k in batch}
+        return module(*inputs, deterministic=not train, rngs=rngs, **packing, **outputs)
 
     return forward
 
 
 def task_loss(logits: jax.Array, batch: dict, kind: str) -> jax.Array:
-    """The task's training loss: ``kind`` is classification, regression, token or qa."""
+    """The task's training loss: ``kind`` is classification, regression, token, qa or lm."""
     w = batch.get("weights", batch.get("valid"))
     if kind == "classification":
         return losses.classification(logits, batch["labels"], w)
@@ -45,11 +50,44 @@ def task_loss(logits: jax.Array, batch: dict, kind: str) -> jax.Array:
         return losses.regression(logits, batch["labels"], w)
     if kind == "token":
         return losses.token_classification(logits, batch["labels"], w)
+    if kind == "lm":
+        return losses.causal_lm(logits, batch["labels"], w)
     if kind == "qa":
         return losses.question_answering(
             logits, batch["start_positions"], batch["end_positions"], w
         )
-    raise ValueError(f"unknown task kind {kind!r}: classification, regression, token or qa")
+    raise ValueError(f"unknown task kind {kind!r}: classification, regression, token, qa or lm")
+
+
+def classes_view(
+    logits: jax.Array, batch: dict, kind: str
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """A task's predictions as independent classification problems, for logit distillation.
+
+    Returns ``(logits (N, C), labels (N,), weights (N,) or None)``: classification as is;
+    token and lm: one problem per position (lm shifted: position ``i`` predicts token
+    ``i + 1``), weight 0 where the label is ignored; qa: the start and the end distributions
+    over positions, stacked (N = 2 batch, C = length), so a mean over problems is the mean of
+    the start and end terms.
+    """
+    w = batch.get("weights", batch.get("valid"))
+    if kind == "classification":  # packed (rows, S, C): one problem per slot
+        flat = logits.reshape(-1, logits.shape[-1])
+        return flat, batch["labels"].reshape(-1), None if w is None else w.reshape(-1)
+    if kind in ("token", "lm"):
+        labels = batch["labels"]
+        if kind == "lm":
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        keep = labels != losses.IGNORE
+        if w is not None:
+            keep = keep & (w[:, None] > 0)
+        flat = logits.reshape(-1, logits.shape[-1])
+        return flat, jnp.where(keep, labels, 0).reshape(-1), keep.reshape(-1)
+    if kind == "qa":
+        both = jnp.concatenate([logits[..., 0], logits[..., 1]])
+        labels = jnp.concatenate([batch["start_positions"], batch["end_positions"]])
+        return both, labels, None if w is None else jnp.concatenate([w, w])
+    raise ValueError(f"logit distillation needs class logits; task kind {kind!r} has none")
 
 
 def supervised_loss(forward: ModelFn, kind: str) -> Callable:
@@ -68,12 +106,14 @@ def classification_stats(forward: ModelFn, num_classes: int) -> Callable[[Any, d
     and hosts give exact accuracy, F1 and MCC (rows: gold, columns: predicted)."""
 
     def stats(params, batch):
-        logits = forward(params, batch).logits
-        weights = batch.get("weights", batch.get("valid", jnp.ones(logits.shape[0], jnp.int32)))
-        weights = weights.astype(jnp.int32)
-        gold = jax.nn.one_hot(batch["labels"], num_classes, dtype=jnp.int32) * weights[:, None]
+        logits = forward(params, batch).logits  # (batch, C), packed (rows, S, C)
+        logits = logits.reshape(-1, logits.shape[-1])
+        labels = batch["labels"].reshape(-1)
+        weights = batch.get("weights", batch.get("valid", jnp.ones(labels.shape, jnp.int32)))
+        weights = weights.reshape(-1).astype(jnp.int32)
+        gold = jax.nn.one_hot(labels, num_classes, dtype=jnp.int32) * weights[:, None]
         pred = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes, dtype=jnp.int32)
-        ce = losses.classification(logits, batch["labels"], weights) * jnp.sum(weights)
+        ce = losses.classification(logits, labels, weights) * jnp.sum(weights)
         return {"confusion": gold.T @ pred, "loss_sum": ce, "count": jnp.sum(weights)}
 
     return stats

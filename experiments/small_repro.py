@@ -1,0 +1,55 @@
+"""Runs the small-scale reproduction (``experiments/configs/small_repro.py``): for each task
+its dense run first, then every method and sparsity; finished runs are skipped and
+interrupted ones resume, so it can be spread over several sessions. Ends with the report.
+
+    .venv/bin/python experiments/small_repro.py                        # everything (hours)
+    .venv/bin/python experiments/small_repro.py --tasks rte --sparsities 0.9
+    .venv/bin/python experiments/small_repro.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import time
+
+from jaxprune import recipes, report
+from jaxprune.recipes.job import load_module
+
+HERE = pathlib.Path(__file__).resolve().parent
+CONFIG = load_module(HERE / "configs" / "small_repro.py")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", nargs="*", default=list(CONFIG.TASKS))
+    p.add_argument("--methods", nargs="*", default=list(CONFIG.METHODS))
+    p.add_argument("--sparsities", nargs="*", type=float, default=[0.8, 0.9, 0.97])
+    p.add_argument("--workdir", default="runs/small_repro")
+    p.add_argument("--out", default=str(HERE / "results" / "small_repro"))
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    workdir = pathlib.Path(args.workdir)
+    if not args.report_only:
+        for task in args.tasks:
+            names = [f"{task}-dense"] + [
+                f"{task}-{round(s * 100)}-{m}" for s in args.sparsities for m in args.methods
+            ]
+            for name in names:
+                if name not in CONFIG.VARIANTS or (workdir / name / "result.json").exists():
+                    continue
+                started = time.time()
+                result = recipes.run(CONFIG.VARIANTS[name], workdir / name)
+                dev = result["dev"]
+                print(
+                    f"{name}: {dev['primary']} {dev[dev['primary']]:.4f}, sparsity "
+                    f"{result['sparsity']:.4f}, {time.time() - started:.0f} s",
+                    flush=True,
+                )
+    table, figure = report.write([workdir], args.out, HERE / "reference")
+    print(table.read_text())
+    print(f"table: {table}\nplot: {figure}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""What every recipe shares: the method, the run facts, training with the engine, export.
+
+A recipe (GLUE, SQuAD, NER, data-to-text) supplies the model, a train :class:`Batcher`,
+an ``evaluate(params) -> metrics`` and the loss kind; :func:`train_and_export` does the rest
+and writes ``run_dir/result.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import datasets
+import jax
+
+from jaxprune import data, hf, methods, paths, train
+from jaxprune.masks import sparsity_report
+from jaxprune.models import GPT2LMHeadModel, logical_axes
+from jaxprune.recipes.job import Job
+from jaxprune.train.tasks import ModelFn
+
+log = logging.getLogger(__name__)
+
+Evaluate = Callable[[Any], dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A task set up for a job: what :func:`train_and_export` needs.
+
+    Attributes:
+      model, params, tokenizer: from :func:`jaxprune.hf.load_pretrained`.
+      train_batches: the training batches (one epoch per call); None when only evaluating.
+      evaluate: ``forward -> (params -> dev metrics with a "primary" key)``.
+      kind: the loss kind (classification, regression, token, qa, lm).
+      load_teacher: ``folder -> (teacher model, teacher params)``.
+    """
+
+    model: Any
+    params: Any
+    tokenizer: Any
+    train_batches: data.Batcher | None
+    evaluate: Callable[[ModelFn], Evaluate]
+    kind: str
+    load_teacher: Callable[[str], tuple[Any, Any]]
+
+    def dev_metrics(self, params: Any = None) -> dict:
+        """Dev metrics of ``params`` (default: the loaded ones)."""
+        forward = train.model_fn(self.model)
+        return self.evaluate(forward)(self.params if params is None else params)
+
+
+def method_for(job: Job, model: Any = None) -> Any:
+    """The job's method (``dense``: magnitude at sparsity 0 that never updates its masks).
+    On a GPT-2 ``model`` it prunes GPT-2's matrices unless ``prunable`` is set (with their
+    biases where the preset ranks biases too, as PINS and PLATON do)."""
+    options = job.options
+    if isinstance(model, GPT2LMHeadModel) and "prunable" not in options:
+        preset = methods.get("magnitude" if job.method == "dense" else job.method)
+        both = getattr(preset, "prunable", None) == paths.BERT_ENCODER_KERNELS_AND_BIASES
+        options["prunable"] = paths.GPT2_KERNELS_AND_BIASES if both else paths.GPT2_KERNELS
+        if getattr(preset, "train_weights", True) is False:  # SMP: no new head on an LM
+            options.setdefault("train_head", False)
+    if job.method == "dense":
+        return methods.get("magnitude", sparsity=0.0, update_every=10**9, **options)
+    if methods.get(job.method).sparsity is None:  # soft movement: set by its regulariser
+        return methods.get(job.method, **options)
+    return methods.get(job.method, sparsity=job.sparsity, **options)
+
+
+def subset(dataset: datasets.Dataset, size: int | None, seed: int) -> datasets.Dataset:
+    """A fixed seeded subset of ``size`` rows (all rows when None or larger)."""
+    if size is None or size >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(size))
+
+
+def model_inputs(batch: dict) -> dict:
+    """The arrays the jitted step sees (drops host-side bookkeeping)."""
+    return {k: v for k, v in batch.items() if k != "index"}
+
+
+def dev_split(job: Job, split: str = "validation") -> datasets.Dataset:
+    """The job's evaluation rows (a seeded ``eval_subset`` of them when set)."""
+    return subset(data.load(job.task, split, job.data_dir), job.eval_subset, job.seed)
+
+
+def training_batches(
+    job: Job, encode: Callable[[datasets.Dataset], Any], pad_id: int, *, pack: bool = False
+) -> data.Batcher:
+    """Shuffled batches of ``job.batch_size`` (global) of the encoded ``train`` split (a
+    seeded ``train_subset`` when set), packed when ``pack``; this host's rows only."""
+    rows = subset(data.load(job.task, "train", job.data_dir), job.train_subset, job.seed)
+    return data.Batcher(
+        encode(rows),
+        job.batch_size,
+        seed=job.seed,
+        pad_id=pad_id,
+        drop_last=True,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        pack=pack,
+    )
+
+
+def layout_for(job: Job, model: Any, params: Any) -> tuple[train.Sharding, Any]:
+    """The (data, model) mesh over every device and the params' shardings."""
+    layout = train.Sharding(train.make_mesh(-1, job.model_parallel), fsdp=job.fsdp)
+    data_size = layout.mesh.shape["data"]
+    if job.batch_size % data_size:
+        raise ValueError(
+            f"batch_size={job.batch_size} is not divisible by the mesh's data axis "
+            f"({data_size} of {jax.device_count()} devices)"
+        )
+    return layout, layout.params(params, logical_axes(model))
+
+
+def has_scores(trainable: Any) -> bool:
+    return isinstance(trainable, dict) and set(trainable) == {"params", "scores"}
+
+
+def train_and_export(job: Job, run_dir: str | pathlib.Path, task: Prepared) -> dict:
+    """Trains ``job`` on the prepared ``task``; writes ``run_dir/{result.json, export/}``."""
+    run_dir = pathlib.Path(run_dir)
+    model, params, tokenizer, kind = task.model, task.params, task.tokenizer, task.kind
+    train_batches = task.train_batches
+    if train_batches is None:
+        raise ValueError("train_and_export needs a task prepared with train=True")
+    method = method_for(job, model)
+    steps = job.total_steps(len(train_batches))
+    run = methods.Run(
+        total_steps=steps,
+        learning_rate=job.learning_rate,
+        warmup_steps=int(job.warmup_ratio * steps),
+        weight_decay=job.weight_decay,
+        task=kind,
+    )
+    forward = train.model_fn(model)
+    dense_teacher, teacher_forward = None, None
+    if method.teacher == "dense" and job.teacher is None:
+        raise ValueError(f"{job.method} distils from a fine-tuned dense teacher: set teacher=")
+    if method.teacher != "none" and job.teacher is not None:  # PINS may start from one too
+        teacher_model, dense_teacher = task.load_teacher(job.teacher)
+        teacher_forward = train.model_fn(teacher_model)
+    tx = method.optimizer(run, params)
+    loss = method.loss(forward, run, teacher_forward)
+    layout, param_sh = layout_for(job, model, params)
+    state = train.init_state(method.init(params), tx, seed=job.seed)
+    state_sh = layout.like_params(state, params, param_sh)
+    state = jax.device_put(state, state_sh)
+    step = jax.jit(
+        train.train_step_fn(loss, tx),
+        out_shardings=(state_sh, layout.replicated),
+        donate_argnums=0,
+    )
+    teacher = method.initial_teacher(params, dense_teacher)
+    if teacher is not None:
+        teacher = jax.device_put(teacher, layout.like_params(teacher, params, param_sh))
+    head_forward = getattr(method, "head_forward", None)  # learned-score methods
+    evaluate_params = task.evaluate(head_forward(forward, run) if head_forward else forward)
+
+    def evaluate_trainable(trainable: Any) -> dict:  # learned scores: {"params", "scores"}
+        return evaluate_params(
+            method.eval_params(trainable) if has_scores(trainable) else trainable
+        )
+
+    def stream(epoch: int, start: int):
+        for batch in itertools.islice(train_batches(epoch), start, None):
+            yield {
+                k: jax.make_array_from_process_local_data(layout.batch, v)
+                for k, v in model_inputs(batch).items()
+            }
+
+    started = time.time()
+    state, _ = train.fit(
+        run_dir=run_dir,
+        config=train.LoopConfig(
+            steps=steps,
+            steps_per_epoch=len(train_batches),
+            log_every=max(1, steps // 50),
+            eval_every=job.eval_every,
+            checkpoint_every=max(50, steps // 10),
+            best_metric=None,
+        ),
+        state=state,
+        train_step=step,
+        batches=stream,
+        evaluate=evaluate_trainable if job.eval_every else None,
+        teacher=teacher,
+        update_teacher=method.update_teacher if method.teacher == "self" else None,
+        resolved_config=job.as_dict(),
+        export=lambda trainable, opt_state: method.export(trainable, opt_state, run),
+    )
+    pruned, masks = method.export(state.params, state.opt_state, run)
+    pruned = jax.device_get(pruned)
+    dev = evaluate_params(pruned)
+    report = sparsity_report(pruned, masks if job.method != "dense" else None)
+    hf.save_pretrained(model, pruned, run_dir / "export", tokenizer=tokenizer)
+    result = {
+        "job": job.as_dict(),
+        "steps": steps,
+        "dev": dict(dev),
+        "sparsity": report.sparsity,
+        "seconds": round(time.time() - started, 1),
+        "export": str(run_dir / "export"),
+    }
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    log.info("%s: dev %s, sparsity %.4f", run_dir, dev, report.sparsity)
+    return result
