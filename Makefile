@@ -9,7 +9,7 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export JAXPRUNE_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-all lint docs bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,7 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy  # settings and strictness in pyproject.toml [tool.mypy]
 
 test: lint
 	$(VENV)/bin/pytest -q
@@ -33,8 +34,19 @@ test: lint
 test-all: lint
 	$(VENV)/bin/pytest -q -m ""
 
+$(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -e '.[docs]'
+	touch $@
+
+# The site in docs/_build/html; every warning (a broken reference, a docstring that is not
+# valid reStructuredText) fails the build. The examples run as tests (tests/test_docs.py).
+docs: $(VENV)/.docs-installed
+	rm -rf docs/_build docs/api/_autosummary
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: file://$(abspath docs/_build/html/index.html)"
+
 bench: $(VENV)/.installed
 	$(PY) benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache docs/_build docs/api/_autosummary

@@ -1,6 +1,8 @@
 """Runs the small-scale reproduction (``experiments/configs/small_repro.py``): for each task
-its dense run first, then every method and sparsity; finished runs are skipped and
-interrupted ones resume, so it can be spread over several sessions. Ends with the report.
+its dense run first, then every method and sparsity. Each finished run's ``result.json`` is
+copied to ``<out>/runs/<variant>/`` (kept in git); runs found there are skipped and
+interrupted ones resume from ``--workdir``, so it can be spread over several sessions. Ends
+with the report of everything in ``<out>/runs``.
 
     .venv/bin/python experiments/small_repro.py                        # everything (hours)
     .venv/bin/python experiments/small_repro.py --tasks rte --sparsities 0.9
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import shutil
 import time
 
 from jaxprune import recipes, report
@@ -29,24 +32,31 @@ def main() -> None:
     p.add_argument("--out", default=str(HERE / "results" / "small_repro"))
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
-    workdir = pathlib.Path(args.workdir)
+    workdir, done = pathlib.Path(args.workdir), pathlib.Path(args.out) / "runs"
     if not args.report_only:
         for task in args.tasks:
             names = [f"{task}-dense"] + [
                 f"{task}-{round(s * 100)}-{m}" for s in args.sparsities for m in args.methods
             ]
             for name in names:
-                if name not in CONFIG.VARIANTS or (workdir / name / "result.json").exists():
+                if name not in CONFIG.VARIANTS:
+                    continue
+                finished = (done / name / "result.json").exists()
+                # SparseBERT distils the dense run's export: redo the dense run if it is gone
+                teacher_gone = name.endswith("-dense") and not (workdir / name / "export").exists()
+                if finished and not (teacher_gone and "sparsebert" in args.methods):
                     continue
                 started = time.time()
                 result = recipes.run(CONFIG.VARIANTS[name], workdir / name)
+                (done / name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(workdir / name / "result.json", done / name / "result.json")
                 dev = result["dev"]
                 print(
                     f"{name}: {dev['primary']} {dev[dev['primary']]:.4f}, sparsity "
                     f"{result['sparsity']:.4f}, {time.time() - started:.0f} s",
                     flush=True,
                 )
-    table, figure = report.write([workdir], args.out, HERE / "reference")
+    table, figure = report.write([done], args.out, HERE / "reference")
     print(table.read_text())
     print(f"table: {table}\nplot: {figure}")
 

@@ -17,16 +17,16 @@ Prunable: TypeAlias = str | re.Pattern[str] | Callable[[str, Any], bool]
 
 # The six encoder matrices of every BERT-family layer (query, key, value, attention output,
 # FFN in, FFN out): weights only. This is what SMP, movement pruning and SparseBERT prune.
-# Covers BERT / RoBERTa / ELECTRA names (encoder/layer/i/...) and DistilBERT's
-# (transformer/layer/i/attention/q_lin, ffn/lin1, ...).
+#: Covers BERT / RoBERTa / ELECTRA names (encoder/layer/i/...) and DistilBERT's
+#: (transformer/layer/i/attention/q_lin, ffn/lin1, ...).
 BERT_ENCODER_KERNELS = (
     r"(^|/)(encoder/layer/\d+/"
     r"(attention/(self/(query|key|value)|output/dense)|intermediate/dense|output/dense)"
     r"|transformer/layer/\d+/(attention/(q_lin|k_lin|v_lin|out_lin)|ffn/(lin1|lin2)))/kernel$"
 )
-# The same matrices with their biases, ranked together: what PINS and PLATON prune.
+#: The same matrices with their biases, ranked together: what PINS and PLATON prune.
 BERT_ENCODER_KERNELS_AND_BIASES = BERT_ENCODER_KERNELS.replace("/kernel$", "/(kernel|bias)$")
-# GPT-2's four matrices per block (fused QKV, attention output, FFN in, FFN out): weights only.
+#: GPT-2's four matrices per block (fused QKV, attention output, FFN in, FFN out): weights only.
 GPT2_KERNELS = r"(^|/)transformer/h/\d+/(attn/(c_attn|c_proj)|mlp/(c_fc|c_proj))/kernel$"
 GPT2_KERNELS_AND_BIASES = GPT2_KERNELS.replace("/kernel$", "/(kernel|bias)$")
 
@@ -55,6 +55,7 @@ def select(tree: Any, prunable: Prunable) -> Any:
       ValueError: if nothing is selected, naming a few of the paths that exist.
       TypeError: if ``prunable`` is neither a regex nor a predicate.
     """
+    pick: Callable[[str, Any], bool]
     if isinstance(prunable, str | re.Pattern):
         pattern = re.compile(prunable)
 

@@ -32,8 +32,8 @@ def constant(sparsity: float) -> optax.Schedule:
 def cubic(
     final_sparsity: float,
     *,
-    begin_step: int,
-    end_step: int,
+    begin_step: float,
+    end_step: float,
     initial_sparsity: float = 0.0,
     power: float = 3,
 ) -> optax.Schedule:

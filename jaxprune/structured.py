@@ -154,7 +154,7 @@ def structure_scores(scores: Any, head_dim: int) -> StructureScores:
             "no attention or FFN leaf of a BERT-family layer is scored: select the encoder "
             "kernels (jaxprune.paths.BERT_ENCODER_KERNELS)"
         )
-    by_kind = {"heads": {}, "neurons": {}}
+    by_kind: dict[str, dict[int, Any]] = {"heads": {}, "neurons": {}}
     for (kind, layer), v in sorted(sums.items()):
         by_kind[kind][layer] = v
     return StructureScores(by_kind["heads"], by_kind["neurons"])
@@ -211,7 +211,7 @@ def structure_masks(
       Bool masks shaped like ``scores`` (True = kept).
     """
     per = structure_scores(scores, head_dim)
-    keep = {"heads": {}, "neurons": {}}
+    keep: dict[str, dict[int, Any]] = {"heads": {}, "neurons": {}}
     for kind, sparsity in (("heads", head_sparsity), ("neurons", neuron_sparsity)):
         if sparsity is not None and getattr(per, kind):
             keep[kind] = masks_lib.topk(getattr(per, kind), sparsity, scope=scope)

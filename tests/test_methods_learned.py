@@ -170,6 +170,26 @@ def test_smp_trains_only_the_scores_and_the_new_head():
     assert_exported(state.params["params"], exported, final)
 
 
+def test_frozen_params_get_exactly_zero_gradients():
+    model, params = tiny()
+    method = methods.get("smp", sparsity=0.5, begin=0, end=2)
+    trainable = random_scores(method, params)
+    loss_fn = method.loss(train.model_fn(model), RUN)
+    rng = jax.random.PRNGKey(0)
+    grads = jax.jit(jax.grad(lambda tr: loss_fn(tr, batch(0), rng, None, 3)[0]))(trainable)
+    vectors = 0
+    for path, g in flat(grads["params"]).items():
+        if path.startswith(HEAD):
+            assert np.any(np.asarray(g) != 0), path
+        else:  # biases and LayerNorm through learned._zero_grad, matrices stop_gradient
+            np.testing.assert_array_equal(g, 0, err_msg=path)
+            vectors += g.ndim == 1
+    assert vectors > 10
+    x = jnp.asarray([1.0, -2.0, 3.0])
+    value, grad = jax.value_and_grad(lambda v: jnp.sum(learned._zero_grad(v) * x))(x)
+    assert float(value) == 14.0 and not np.any(np.asarray(grad))
+
+
 def test_smp_without_head_training_gives_zero_updates_to_every_param():
     _, params = tiny()
     method = methods.get("smp", train_head=False)

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from jaxprune.data import packing
 
+#: The columns a batch holds by default (those of them the dataset has).
 MODEL_COLUMNS = (
     "input_ids",
     "attention_mask",
@@ -423,6 +424,6 @@ def unbatch(
     result = np.full((num_rows, *tail), fill, dtype=pairs[0][1].dtype)
     for index, out in pairs:
         keep = index >= 0
-        region = (index[keep], *(slice(0, s) for s in out.shape[lead:]))
+        region: tuple[Any, ...] = (index[keep], *(slice(0, s) for s in out.shape[lead:]))
         result[region] = out[keep]
     return result

@@ -17,18 +17,20 @@ import datasets
 
 from jaxprune.data import _io
 
-# The label orders of the Hugging Face conll2003 loader.
+#: The label orders of the Hugging Face conll2003 loader: part-of-speech tags,
 POS = (
     *('"', "''", "#", "$", "(", ")", ",", ".", ":", "``", "CC", "CD", "DT", "EX", "FW", "IN"),
     *("JJ", "JJR", "JJS", "LS", "MD", "NN", "NNP", "NNPS", "NNS", "NN|SYM", "PDT", "POS", "PRP"),
     *("PRP$", "RB", "RBR", "RBS", "RP", "SYM", "TO", "UH", "VB", "VBD", "VBG", "VBN", "VBP"),
     *("VBZ", "WDT", "WP", "WP$", "WRB"),
 )
+#: chunk tags,
 CHUNK = (
     *("O", "B-ADJP", "I-ADJP", "B-ADVP", "I-ADVP", "B-CONJP", "I-CONJP", "B-INTJ", "I-INTJ"),
     *("B-LST", "I-LST", "B-NP", "I-NP", "B-PP", "I-PP", "B-PRT", "I-PRT", "B-SBAR", "I-SBAR"),
     *("B-UCP", "I-UCP", "B-VP", "I-VP"),
 )
+#: and named-entity tags.
 NER = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 FEATURES = datasets.Features(
     {

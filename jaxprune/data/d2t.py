@@ -1,11 +1,12 @@
 """Data-to-text (E2E, WebNLG 2017, DART): loaders, linearisation, GPT-2 features.
 
 Columns:
-  e2e: ``meaning_representation``, ``human_reference`` (as ``e2e_nlg``: one row per reference).
-  webnlg: ``category``, ``size``, ``eid``, ``triples`` (``"s | p | o"`` strings, the modified
-    triple set), ``lexicalizations`` (reference texts; empty for inputs-only files).
-  dart: ``tripleset`` (``[[s, p, o], ...]``), ``subtree_was_extended`` (bool or None),
-    ``annotations`` = ``{"source": [...], "text": [...]}`` (as ``dart``).
+
+- e2e: ``meaning_representation``, ``human_reference`` (as ``e2e_nlg``: one row per reference).
+- webnlg: ``category``, ``size``, ``eid``, ``triples`` (``"s | p | o"`` strings, the modified
+  triple set), ``lexicalizations`` (reference texts; empty for inputs-only files).
+- dart: ``tripleset`` (``[[s, p, o], ...]``), ``subtree_was_extended`` (bool or None),
+  ``annotations`` = ``{"source": [...], "text": [...]}`` (as ``dart``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class GlueTask:
 
     @property
     def features(self) -> datasets.Features:
-        """The Hub's features: text columns, label, idx."""
+        """The Hub's features (text columns, label, idx)."""
         label = datasets.ClassLabel(names=list(self.names)) if self.names else None
         return datasets.Features(
             {c: datasets.Value("string") for c in self.text}

@@ -330,7 +330,9 @@ class DistilLayer(nnx.Module):
     ):
         h, eps = cfg.hidden_size, cfg.layer_norm_eps
         if cfg.heads_of(layer):
-            self.attention = DistilAttention(cfg, rngs=rngs, dtype=dtype, layer=layer)
+            self.attention: DistilAttention | NoHeads = DistilAttention(
+                cfg, rngs=rngs, dtype=dtype, layer=layer
+            )
         else:
             out_lin = layers.dense(0, h, ("heads", "embed"), rngs=rngs, dtype=dtype)
             self.attention = NoHeads(out_lin)

@@ -106,7 +106,7 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, rngs=rngs, dtype=dtype)
 
     def __call__(self, x, mask, *, deterministic, rngs):
-        kw = dict(deterministic=deterministic, rngs=rngs)
+        kw: dict[str, Any] = dict(deterministic=deterministic, rngs=rngs)
         x = x + self.attn(self.ln_1(x), mask, **kw)
         return x + self.mlp(self.ln_2(x), **kw)
 
@@ -145,7 +145,7 @@ class GPT2LMHeadModel(nnx.Module):
         output_hidden_states: bool = False,
     ) -> Output:
         t = self.transformer
-        kw = dict(deterministic=deterministic, rngs=rngs)
+        kw: dict[str, Any] = dict(deterministic=deterministic, rngs=rngs)
         positions = jnp.arange(input_ids.shape[1])[None, :]
         x = t.drop(t.wte(input_ids) + t.wpe(positions), **kw)
         hidden = [x]

@@ -19,6 +19,7 @@ from flax import nnx
 from jaxprune.models import layers
 from jaxprune.models.encoder import Encoder, EncoderConfig
 
+#: The task heads ``hf.load_pretrained(..., task=...)`` can build.
 TASKS = (
     "base",
     "sequence-classification",
@@ -215,7 +216,7 @@ class EncoderForTask(nnx.Module):
         """Runs body and head; see :meth:`Encoder.__call__` for the arguments. With
         ``cls_positions`` (packed rows) sequence classification classifies every example:
         logits (batch, S, classes); the other tasks do not use it."""
-        kw = dict(deterministic=deterministic, rngs=rngs)
+        kw: dict[str, Any] = dict(deterministic=deterministic, rngs=rngs)
         out = self.body(
             input_ids,
             attention_mask,

@@ -72,7 +72,12 @@ def layer_norm(n: int, eps: float, *, rngs: nnx.Rngs, dtype: Dtype = jnp.float32
 
 
 def embed(
-    n: int, features: int, axes: tuple[str, str], *, rngs: nnx.Rngs, dtype: Dtype = jnp.float32
+    n: int,
+    features: int,
+    axes: tuple[str | None, str],
+    *,
+    rngs: nnx.Rngs,
+    dtype: Dtype = jnp.float32,
 ) -> nnx.Embed:
     return nnx.Embed(
         n,
@@ -156,6 +161,6 @@ def first_tokens(x: jax.Array, cls_positions: jax.Array | None = None) -> jax.Ar
 
 
 def logical_axes(module: nnx.Module) -> dict:
-    """Pure-dict tree (like the params) of ``PartitionSpec``s of logical axis names."""
+    """Pure-dict tree (like the params) of ``PartitionSpec`` objects of logical axis names."""
     specs = nnx.get_partition_spec(nnx.state(module, nnx.Param))
     return nnx.to_pure_dict(specs)

@@ -1,8 +1,8 @@
 """What every recipe shares: the method, the run facts, training with the engine, export.
 
-A recipe (GLUE, SQuAD, NER, data-to-text) supplies the model, a train :class:`Batcher`,
-an ``evaluate(params) -> metrics`` and the loss kind; :func:`train_and_export` does the rest
-and writes ``run_dir/result.json``.
+A recipe (GLUE, SQuAD, NER, data-to-text) supplies the model, a train
+:class:`~jaxprune.data.Batcher`, an ``evaluate(params) -> metrics`` and the loss kind;
+:func:`train_and_export` does the rest and writes ``run_dir/result.json``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ _EVAL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def evaluator(examples, features, batches: data.Batcher):
-    """``forward -> (params -> {exact_match, f1, primary})`` via :func:`postprocess_squad`."""
+    """``forward -> (params -> {exact_match, f1, primary})`` via
+    :func:`jaxprune.data.postprocess_squad`."""
 
     def bind(forward: ModelFn):
         predict = jax.jit(lambda params, batch: forward(params, batch).logits)

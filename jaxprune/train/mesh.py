@@ -47,7 +47,7 @@ class Sharding:
         rules, sizes = self.rules(), dict(self.mesh.shape)
 
         def one(p, spec):
-            axes = []
+            axes: list[str | None] = []
             used: set[str] = set()
             for dim, name in zip(
                 p.shape, tuple(spec) + (None,) * (p.ndim - len(spec)), strict=False
