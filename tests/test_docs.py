@@ -38,7 +38,6 @@ import re
 import shlex
 import shutil
 
-import fixtures
 import pytest
 
 from jaxprune import cli, hf, recipes
@@ -54,16 +53,6 @@ def examples(page: pathlib.Path) -> list[tuple[str, str, int]]:
     """``(language, code, line)`` of every fenced block of ``page``, in order."""
     text = page.read_text()
     return [(m[1], m[2], text.count("\n", 0, m.start()) + 2) for m in FENCE.finditer(text)]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, pathlib.Path]:
-    root = tmp_path_factory.mktemp("docs-world")
-    return {
-        "data": fixtures.write_data(root / "data"),
-        "bert": fixtures.tiny_bert(root / "bert"),
-        "gpt2": fixtures.tiny_gpt2(root / "gpt2"),
-    }
 
 
 def shrink(job: recipes.Job) -> recipes.Job:

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import pathlib
 
-import fixtures
 import pytest
 
 from jaxprune import cli, recipes, report
@@ -18,16 +17,6 @@ from jaxprune.recipes.job import Job, load_module, override
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "experiments" / "configs").glob("*.py"))
 REFERENCE = ROOT / "experiments" / "reference"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, pathlib.Path]:
-    root = tmp_path_factory.mktemp("world")
-    return {
-        "data": fixtures.write_data(root / "data"),
-        "bert": fixtures.tiny_bert(root / "bert"),
-        "gpt2": fixtures.tiny_gpt2(root / "gpt2"),
-    }
 
 
 def tiny(job: Job, world: dict[str, pathlib.Path]) -> Job:
