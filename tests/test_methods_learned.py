@@ -369,6 +369,22 @@ def test_kd_objective_mixes_ce_and_the_teacher_kl():
     assert float(total) == pytest.approx(0.5 * float(aux["task"]) + 0.5 * float(kl), rel=1e-5)
 
 
+def test_kd_ignores_padding_rows():
+    model, params = tiny()
+    _, teacher = tiny(seed=1)
+    forward = train.model_fn(model)
+    method = methods.get("movement", objective="kd", final_lambda=0.0)
+    loss = method.loss(forward, RUN)
+    data = batch(3)
+    padded = {k: np.concatenate([v, v[:2]]) for k, v in data.items()}
+    padded["input_ids"][-2:] = 7  # junk rows the loss must not see
+    padded["valid"] = np.arange(10) < 8
+    rng = jax.random.PRNGKey(0)
+    full, _ = loss(method.init(params), {**data, "valid": np.ones(8, bool)}, rng, teacher, 0)
+    with_padding, _ = loss(method.init(params), padded, rng, teacher, 0)
+    assert float(with_padding) == pytest.approx(float(full), rel=1e-5)
+
+
 def test_label_word_head_reads_the_mlm_logits_of_the_label_words():
     model, params = tiny("masked-lm")
     forward = train.model_fn(model)

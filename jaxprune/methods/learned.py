@@ -53,7 +53,7 @@ import optax
 
 from jaxprune import losses, masks, paths
 from jaxprune.methods.base import Run, Teacher
-from jaxprune.train.tasks import ModelFn, task_loss
+from jaxprune.train.tasks import ModelFn, classes_view, task_loss
 
 MaskKind = Literal["local", "smp_s", "global", "threshold"]
 
@@ -436,7 +436,7 @@ class ScoreMethod:
             if kd:
                 t_logits = jax.lax.stop_gradient(teacher_fn(teacher, batch).logits)
                 total = self.alpha_ce * task + self.alpha_kd * _kd(
-                    logits, t_logits, kind, self.temperature, batch.get("weights")
+                    logits, t_logits, batch, kind, self.temperature
                 )
             lam = self.regularization(run, step)
             reg = losses.sigmoid_l1(scores) if regularize else jnp.zeros((), jnp.float32)
@@ -502,14 +502,12 @@ def _zero_grad_bwd(_: None, g: jax.Array) -> tuple[jax.Array]:
 _zero_grad.defvjp(_zero_grad_fwd, _zero_grad_bwd)
 
 
-def _kd(student, teacher, kind, temperature, weights):
-    """T^2 KL(teacher || student) at ``temperature``; for QA the mean over start and end."""
-    if kind == "qa":
-        parts = [
-            losses.kd_kl(student[..., i], teacher[..., i], temperature, weights) for i in (0, 1)
-        ]
-        return (parts[0] + parts[1]) / 2
-    return losses.kd_kl(student, teacher, temperature, weights)
+def _kd(student, teacher, batch, kind, temperature):
+    """T^2 KL(teacher || student) at ``temperature`` over the task's class problems
+    (:func:`jaxprune.train.tasks.classes_view`: for QA the mean over start and end; ignored
+    token positions and padding rows or packed slots weigh 0)."""
+    s, _, weights = classes_view(student, batch, kind)
+    return losses.kd_kl(s, classes_view(teacher, batch, kind)[0], temperature, weights)
 
 
 def _threshold_masks(leaves: list[jax.Array], tau: jax.Array, min_kept: float) -> list[jax.Array]:
