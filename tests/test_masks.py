@@ -86,6 +86,17 @@ def test_special_values_rank_in_order():
         np.testing.assert_array_equal(np.flatnonzero(m[0]), sorted(order[:k]))
 
 
+def test_denormals_rank_as_the_backend_compares_them():
+    """Counts compare floats: where XLA flushes denormals (CPU, TPU) they tie with 0 (broken
+    by position) and exactly k entries are still kept."""
+    x = np.asarray([1e-45, 0.0, -1e-45, 2e-38, -0.0, 1e-40, 5.0, -3e-39], np.float32)
+    flushes = not bool(jax.jit(lambda v: v > 0)(jnp.float32(1e-45)))
+    ranked = np.where(np.abs(x) < np.finfo(np.float32).tiny, 0.0, x) if flushes else x
+    for k in range(x.size + 1):
+        got = grouped((0,))([jnp.asarray(x)], jnp.asarray([k], jnp.int32))[0]
+        np.testing.assert_array_equal(got, reference_topk([ranked], k)[0], err_msg=f"k={k}")
+
+
 def test_topk_under_jit_with_traced_sparsity():
     rng = np.random.default_rng(1)
     tree = {"w": jnp.asarray(rng.normal(size=(30, 30)), jnp.float32)}
