@@ -57,8 +57,39 @@ def main() -> None:
                     flush=True,
                 )
     table, figure = report.write([done], args.out, HERE / "reference")
-    print(table.read_text())
-    print(f"table: {table}\nplot: {figure}")
+    grid = pathlib.Path(args.out) / "grid.md"
+    grid.write_text(grid_markdown(report.rows(report.collect([done]), HERE / "reference")))
+    print(grid.read_text())
+    print(f"table: {table}\ngrid: {grid}\nplot: {figure}")
+
+
+def grid_markdown(rows: list[dict]) -> str:
+    """Per task, the primary metric of every method (rows) at every target sparsity
+    (columns), dense on top; the measured sparsity is given where it is off the target."""
+    out = []
+    for task in CONFIG.TASKS:
+        mine = [r for r in rows if r["task"] == task and r["primary"]]
+        if not mine:
+            continue
+        targets = sorted({r["target"] for r in mine if r["method"] != "dense"})
+        dense = [f"{r['ours']:.1f}" for r in mine if r["method"] == "dense"]
+        out += [f"### {task} ({mine[0]['metric']}; dense {', '.join(dense) or 'not run'})", ""]
+        out += ["| method | " + " | ".join(f"{t:.0%}" for t in targets) + " |"]
+        out += ["|---|" + "---:|" * len(targets)]
+        for method in [m for m in CONFIG.METHODS if any(r["method"] == m for r in mine)]:
+            cells = []
+            for t in targets:
+                hit = [r for r in mine if r["method"] == method and r["target"] == t]
+                off = hit and abs(hit[0]["sparsity"] - t) > 0.005
+                cells.append(
+                    ""
+                    if not hit
+                    else f"{hit[0]['ours']:.1f}"
+                    + (f" (at {hit[0]['sparsity']:.0%})" if off else "")
+                )
+            out.append(f"| {method} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

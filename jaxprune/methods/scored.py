@@ -17,6 +17,7 @@ import optax
 
 from jaxprune import criteria, losses, masks, paths, schedules
 from jaxprune.methods.base import Run, Teacher, copy_tree
+from jaxprune.models import layers
 from jaxprune.optim import masked_optimizer, masks_of
 from jaxprune.train.tasks import ModelFn, classes_view, task_loss
 
@@ -136,10 +137,12 @@ class CriterionMethod:
                 student = forward(params, batch, train=True, rng=rng, **extra)
                 dense = teacher_forward(teacher["params"], batch, **extra)
                 ce = task_loss(student.logits, batch, kind)
+                z_student, z_weights = _first_tokens(student.hidden_states[-1], batch)
                 cc = losses.cross_correlation(
-                    student.hidden_states[-1][:, 0],
-                    dense.hidden_states[-1][:, 0],
+                    z_student,
+                    _first_tokens(dense.hidden_states[-1], batch)[0],
                     off_diagonal=self.cc_off_diagonal,
+                    weights=z_weights,
                 )
                 total = ce + self.cc_weight * cc
                 if self.align_weight:
@@ -268,3 +271,13 @@ PRESETS: dict[str, CriterionMethod] = {
     # representation; the aligned-weight regulariser is provisional and off.
     "sdp": CriterionMethod(name="sdp", objective="cross_correlation", cc_weight=1.0),
 }
+
+
+def _first_tokens(hidden: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """Every example's first-token vector, (N, D), and its weight, (N,): 1 for a real example,
+    0 for a padding row or an empty packed slot. ``hidden`` is (B, L, D); packed rows give
+    ``B * S`` vectors (``cls_positions``), unpacked ones ``B``."""
+    first = layers.first_tokens(hidden, batch.get("cls_positions"))
+    valid = batch.get("valid")
+    weights = jnp.ones(first.shape[:-1]) if valid is None else jnp.asarray(valid)
+    return first.reshape(-1, first.shape[-1]), weights.reshape(-1).astype(jnp.float32)
