@@ -108,6 +108,12 @@ def plot(table: Sequence[dict[str, Any]], path: str | pathlib.Path) -> pathlib.P
     tasks = sorted({r["task"] for r in primary})
     if not tasks:
         raise ValueError("no finished runs to plot")
+    # one color and marker per method, the same in every panel (tab10 repeats past 10 lines)
+    names = sorted({r["method"] for r in primary})
+    style = {
+        m: (plt.get_cmap("tab20")(2 * (i % 10) + i // 10 % 2), "osD^vPX"[i % 7])
+        for i, m in enumerate(names)
+    }
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         by_method: dict[str, list[dict]] = defaultdict(list)
@@ -116,19 +122,21 @@ def plot(table: Sequence[dict[str, Any]], path: str | pathlib.Path) -> pathlib.P
                 by_method[r["method"]].append(r)
         for method, points in sorted(by_method.items()):
             points.sort(key=lambda r: r["sparsity"])
-            (line,) = ax.plot(
+            color, marker = style[method]
+            ax.plot(
                 [100 * r["sparsity"] for r in points],
                 [r["ours"] for r in points],
-                "o-",
+                marker + "-",
+                color=color,
                 label=method,
             )
             refs = [r for r in points if r["paper"] is not None]
             ax.plot(
                 [100 * r["target"] for r in refs],
                 [r["paper"] for r in refs],
-                "o",
+                marker,
                 mfc="none",
-                color=line.get_color(),
+                color=color,
             )
         metric = next(r["metric"] for r in primary if r["task"] == task)
         ax.set(title=task, xlabel="sparsity (%)", ylabel=f"{metric} (%)")
