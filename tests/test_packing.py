@@ -211,15 +211,22 @@ def test_packed_logits_equal_each_example_alone(arch: str) -> None:
     )
 
 
-def test_packed_loss_and_gradient_equal_the_unpacked_mean() -> None:
-    model, params = model_and_params("bert")
-    forward = train.model_fn(model)
+def packed_and_plain(pad_rows: int = 0) -> tuple[dict, dict]:
+    """A packed batch of 16 examples and the same examples as one plain batch (plus
+    ``pad_rows`` padding rows)."""
     data = examples("bert", 40)
     batch = next(iter(jd.batches(data, 16, pack=True, pack_length=24, seed=4)))
     ids = batch["index"][batch["valid"]]
     subset = {k: [v[i] for i in ids] for k, v in data.items()}
-    (plain,) = jd.batches(subset, len(ids), buckets=(16,), shuffle=False)
+    (plain,) = jd.batches(subset, len(ids) + pad_rows, buckets=(16,), shuffle=False)
     assert len(ids) >= 8 and batch["input_ids"].shape[0] < len(ids)
+    return batch, plain
+
+
+def test_packed_loss_and_gradient_equal_the_unpacked_mean() -> None:
+    model, params = model_and_params("bert")
+    forward = train.model_fn(model)
+    batch, plain = packed_and_plain()
 
     def loss(p, b):
         return train.task_loss(forward(p, b).logits, b, "classification")
@@ -294,12 +301,8 @@ def test_sdp_cross_correlation_packed_equals_unpacked() -> None:
     start) and padding rows (weight 0) give the loss and gradient of the plain batch."""
     model, params = model_and_params("bert")
     forward = train.model_fn(model)
-    data = examples("bert", 40)
-    batch = next(iter(jd.batches(data, 16, pack=True, pack_length=24, seed=4)))
-    ids = batch["index"][batch["valid"]]
-    subset = {k: [v[i] for i in ids] for k, v in data.items()}
-    (plain,) = jd.batches(subset, len(ids), buckets=(16,), shuffle=False)
-    (padded,) = jd.batches(subset, len(ids) + 3, buckets=(16,), shuffle=False)  # 3 pad rows
+    batch, plain = packed_and_plain()
+    padded = packed_and_plain(pad_rows=3)[1]
     assert not padded["valid"][-3:].any()
     method = methods.get("sdp", sparsity=0.5, cc_weight=1.0, cc_off_diagonal=0.5)
     loss_fn = method.loss(forward, methods.Run(total_steps=10))
