@@ -56,15 +56,16 @@ PACKABLE = {"magnitude", "taylor", "platon", "pins", "movement", "soft_movement"
 
 
 def _job(task: str, method: str, sparsity: float) -> Job:
+    steps, learning_rate = BUDGET.get(task, (300, 5e-5))
     return Job(
         model="minilm",
         task=task,
         method=method,
         sparsity=sparsity,
-        steps=BUDGET.get(task, (300, 5e-5))[0],
+        steps=steps,
         batch_size=32,
         max_length=TASKS[task],
-        learning_rate=BUDGET.get(task, (300, 5e-5))[1],
+        learning_rate=learning_rate,
         train_subset=9600 if task == "sst2" else None,
         pack=method in PACKABLE or method == "dense",
         teacher=f"runs/small_repro/{task}-dense/export" if method == "sparsebert" else None,
