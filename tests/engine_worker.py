@@ -99,7 +99,8 @@ def main() -> None:
             }
             global_step = epoch * 8 + index
             if global_step == args.sleep_at:
-                with open(os.path.join(args.run_dir, "paused"), "w") as f:
+                flag = "paused" + (f".{jax.process_index()}" if jax.process_index() else "")
+                with open(os.path.join(args.run_dir, flag), "w") as f:
                     f.write(str(global_step))
                 time.sleep(args.sleep_seconds)
             lo = jax.process_index() * per_host

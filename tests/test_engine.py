@@ -126,16 +126,49 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, reference):
     assert_same(load(resumed), reference, tol=0)
 
 
-def test_sigterm_saves_before_exiting(tmp_path, reference):
-    _, proc = run_worker(tmp_path, "run", "--sleep-at", "10", "--sleep-seconds", "3", wait=False)
+@pytest.mark.parametrize("pause", [10, 11], ids=["between_saves", "on_a_save_step"])
+def test_sigterm_saves_before_exiting(tmp_path, reference, pause):
+    _, proc = run_worker(
+        tmp_path, "run", "--sleep-at", str(pause), "--sleep-seconds", "3", wait=False
+    )
     wait_for(tmp_path / "run" / "paused", proc)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 143, output.decode()[-3000:]
-    # step 11 is no regular checkpoint step (every 3): it was saved because of SIGTERM
-    assert (tmp_path / "run" / "checkpoints" / "latest" / "11").is_dir()
+    # saves every 3 steps: step 11 was saved because of SIGTERM, step 12 only once
+    assert (tmp_path / "run" / "checkpoints" / "latest" / str(pause + 1)).is_dir()
     resumed = run_worker(tmp_path, "run")
     assert_same(load(resumed), reference, tol=0)
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path, reference):
+    """JAX's preemption service makes both hosts save the same step, though only one hears."""
+    port = free_port()
+    flags = ["--devices", "4", "--data", "8", "--coordinator", f"127.0.0.1:{port}"]
+    flags += ["--num-processes", "2", "--sleep-at", "10", "--sleep-seconds", "3"]
+
+    def start(i: int) -> subprocess.Popen:
+        return run_worker(
+            tmp_path, f"proc{i}", *flags, "--process-id", str(i), wait=False, run_dir="run"
+        )[1]
+
+    procs = [start(0), start(1)]
+    try:
+        wait_for(tmp_path / "run" / "paused", procs[0])
+        wait_for(tmp_path / "run" / "paused.1", procs[1])
+        procs[1].send_signal(signal.SIGTERM)
+        outputs = [p.communicate(timeout=TIMEOUT)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [143, 143], outputs[0][-2000:] + outputs[1][-2000:]
+    # both were paused after step 10, so the agreed step is 11, which no schedule saves
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints" / "latest")) == ["11", "9"]
+    resumed = [start(0), start(1)]
+    for p in resumed:
+        output, _ = p.communicate(timeout=TIMEOUT)
+        assert p.returncode == 0, output.decode()[-3000:]
+    assert_same(load(tmp_path / "proc0.npz"), reference, tol=1e-5)
 
 
 def test_nan_stops_with_step_and_last_checkpoint(tmp_path):

@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from jaxprune import masks as masks_lib
@@ -93,22 +94,41 @@ class _Logger:
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after every step."""
+    """Says after every step whether to save and stop because of a preemption notice.
+
+    One process: a SIGTERM handler sets a flag. Several processes (``jax.distributed``):
+    JAX's preemption service listens for SIGTERM on every host and agrees on one step for all
+    of them (``reached_preemption_sync_point``), so every host saves the same step and none
+    waits on a collective the others never join. The service needs a call at every step.
+    """
 
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._agreed = jax.process_count() > 1
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not in the main thread: no handler, no preemption saves
-            self._previous = None
+        if not self._agreed:
+            try:
+                self._previous = signal.signal(signal.SIGTERM, self._handle)
+            except ValueError:  # not in the main thread: no handler, no preemption saves
+                self._previous = None
         return self
 
     def _handle(self, signum, frame):
         del signum, frame
         self.requested = True
+
+    def reached(self, step: int) -> bool:
+        """Whether to save ``step`` and stop; call once after every step, on every host."""
+        if not self._agreed:
+            return self.requested
+        try:
+            return multihost_utils.reached_preemption_sync_point(step)
+        except RuntimeError:  # the service is off (jax_enable_preemption_service=False)
+            log.warning("JAX's preemption service is off: SIGTERM saves no checkpoint")
+            self._agreed, self.requested = False, False
+            return False
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -242,8 +262,9 @@ def fit(
                     elif evolving:
                         teacher = update_teacher(state, teacher, None)
                     ckpt.save(step, bundle(state, teacher), position, force=step == config.steps)
-                    if preemption.requested:
-                        ckpt.save(step, bundle(state, teacher), position, force=True)
+                    if preemption.reached(step):
+                        if ckpt.latest_step() != step:  # not saved above
+                            ckpt.save(step, bundle(state, teacher), position, force=True)
                         ckpt.wait()
                         log.warning("SIGTERM: saved step %d to %s; exiting", step, run_dir)
                         raise SystemExit(143)
