@@ -78,7 +78,7 @@ def _flat(params: Any) -> dict[str, np.ndarray]:
 
 def _compact_layer(
     flat: dict[str, np.ndarray], cfg: EncoderConfig, layer: int
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray | None]]:
     """(kept heads, kept neurons, changed leaves by path: None = removed) for one layer."""
     parts = DISTIL_PARTS if cfg.arch == "distilbert" else BERT_PARTS
     pre = _layer_prefix(cfg, layer)
@@ -87,7 +87,7 @@ def _compact_layer(
         return flat[f"{pre}{part}/{leaf}"]
 
     heads, d, hidden = cfg.heads_of(layer), cfg.head_dim, cfg.hidden_size
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray | None] = {}
 
     if heads:
         w_v = get(parts.value, "kernel").reshape(hidden, heads, d)

@@ -172,11 +172,8 @@ def _windowed(
             return new_ipt, new_imp, unc
 
         out = jax.tree.map(leaf, state.window, state.importance, state.uncertainty, score)
-        treedef = jax.tree.structure(state.window)
-        ipt, imp, unc = (
-            jax.tree.unflatten(treedef, [o[i] for o in treedef.flatten_up_to(out)])
-            for i in range(3)
-        )
+        triple = jax.tree.structure((0, 0, 0))  # each leaf of out: (ipt, imp, unc)
+        ipt, imp, unc = jax.tree.transpose(jax.tree.structure(state.window), triple, out)
         return WindowedState(state.count + 1, ipt, imp, unc)
 
     def scores(state, params):

@@ -115,20 +115,20 @@ def _encode(x: np.ndarray, values_dtype: str | None) -> tuple[str, int, dict[str
     """(encoding, stored entries, parts) of the smallest encoding of ``x``."""
     flat = np.ascontiguousarray(x).reshape(-1)
     out_dtype = _stored_dtype(x.dtype, values_dtype)
+    if not (x.ndim and flat.size and x.dtype.itemsize in (1, 2, 4, 8)):  # no mask: dense
+        return "dense", flat.size, {"values": flat.astype(out_dtype)}
     itemsize = out_dtype.itemsize
-    sizes = {"dense": flat.size * itemsize}
-    keep, nnz = None, flat.size
-    if x.ndim and flat.size and x.dtype.itemsize in (1, 2, 4, 8):
-        keep = flat.view(f"u{x.dtype.itemsize}") != 0
-        nnz = int(np.count_nonzero(keep))
-        cols = x.shape[-1]
-        col_t = np.uint16 if cols <= 2**16 else np.uint32
-        ptr_t = np.uint32 if nnz < 2**32 else np.uint64
-        sizes["bitmask"] = -(-flat.size // 8) + nnz * itemsize
-        sizes["csr"] = (flat.size // cols + 1) * ptr_t().itemsize + nnz * (
-            col_t().itemsize + itemsize
-        )
-    encoding = min(sizes, key=sizes.get)  # dense wins ties
+    keep = flat.view(f"u{x.dtype.itemsize}") != 0
+    nnz = int(np.count_nonzero(keep))
+    cols = x.shape[-1]
+    col_t = np.uint16 if cols <= 2**16 else np.uint32
+    ptr_t = np.uint32 if nnz < 2**32 else np.uint64
+    sizes = {
+        "dense": flat.size * itemsize,
+        "bitmask": -(-flat.size // 8) + nnz * itemsize,
+        "csr": (flat.size // cols + 1) * ptr_t().itemsize + nnz * (col_t().itemsize + itemsize),
+    }
+    encoding = min(sizes, key=sizes.__getitem__)  # dense wins ties
     if encoding == "dense":
         return encoding, nnz, {"values": flat.astype(out_dtype)}
     values = flat[keep].astype(out_dtype)
@@ -149,7 +149,8 @@ def _decode(entry: dict, parts: dict[str, np.ndarray]) -> np.ndarray:
     if entry["encoding"] == "bitmask":
         out[np.unpackbits(parts["mask"], count=out.size).astype(bool)] = values
     else:
-        counts = np.diff(parts["indptr"].astype(np.int64))
+        indptr = parts["indptr"].astype(np.int64)
+        counts = indptr[1:] - indptr[:-1]  # np.diff (numpy's stubs type it timedelta64 here)
         rows = np.repeat(np.arange(counts.size), counts)
         out[rows * shape[-1] + parts["cols"].astype(np.int64)] = values
     return out.reshape(shape)

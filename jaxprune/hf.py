@@ -249,6 +249,7 @@ def build(hf_config: Any, *, task: str, num_labels: int, dtype: Any, seed: int) 
             f"this {hf_config.model_type} config has tie_word_embeddings=False, but jaxprune's "
             f"LM heads reuse the word embeddings; an untied output matrix is not supported"
         )
+    model: gpt2.GPT2LMHeadModel | EncoderForTask
     if hf_config.model_type == "gpt2":
         model = gpt2.GPT2LMHeadModel(gpt2.GPT2Config.from_hf(hf_config), rngs=rngs, dtype=dtype)
     else:
@@ -326,7 +327,7 @@ def hf_config(model: nnx.Module) -> Any:
     from transformers import AutoConfig
 
     from jaxprune.models import gpt2
-    from jaxprune.models.heads import ARCH_NAMES, HF_CLASSES
+    from jaxprune.models.heads import ARCH_NAMES, HF_CLASSES, EncoderForTask
 
     source = getattr(model, "hf_config_json", None)
     if source is None:
@@ -340,6 +341,8 @@ def hf_config(model: nnx.Module) -> Any:
     if isinstance(model, gpt2.GPT2LMHeadModel):
         config.architectures = ["GPT2LMHeadModel"]
         return config
+    if not isinstance(model, EncoderForTask):
+        raise TypeError(f"no transformers config for a {type(model).__name__}")
     if model.cfg.layer_heads is not None or model.cfg.layer_intermediate is not None:
         raise ValueError(
             "this compacted model has per-layer head counts or FFN widths, which a transformers "

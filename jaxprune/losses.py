@@ -300,11 +300,10 @@ def sparsebert(
     Returns:
       (total, {"att": ..., "rep": ..., "cls": ...}).
     """
-    for name, out in (("student", student_out), ("teacher", teacher_out)):
-        if out.hidden_states is None or out.attention_scores is None:
-            raise ValueError(f"{name} output lacks hidden_states or attention_scores")
-    att = attention_mse(student_out.attention_scores, teacher_out.attention_scores, weights)
-    rep = hidden_mse(student_out.hidden_states, teacher_out.hidden_states, weights)
+    s_hidden, s_scores = _states(student_out, "student")
+    t_hidden, t_scores = _states(teacher_out, "teacher")
+    att = attention_mse(s_scores, t_scores, weights)
+    rep = hidden_mse(s_hidden, t_hidden, weights)
     if regression:
         if labels is None:
             raise ValueError("sparsebert(regression=True) needs the gold labels")
@@ -312,6 +311,13 @@ def sparsebert(
     else:
         cls = soft_cross_entropy(student_out.logits, teacher_out.logits, temperature, weights)
     return att + rep + cls, {"att": att, "rep": rep, "cls": cls}
+
+
+def _states(out: Output, name: str) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+    """``(hidden_states, attention_scores)`` of a model output that must hold both."""
+    if out.hidden_states is None or out.attention_scores is None:
+        raise ValueError(f"{name} output lacks hidden_states or attention_scores")
+    return out.hidden_states, out.attention_scores
 
 
 # ------------------------------------------------------------ PINS self-regularization

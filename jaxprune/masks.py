@@ -72,7 +72,7 @@ def grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> l
     values = [s.astype(jnp.float32) for s in leaves]
 
     def count_ge(key: jax.Array, g: int) -> jax.Array:  # int32: group g's entries >= key
-        return sum(_count(values[i] >= _key_value(key)) for i in members[g])
+        return sum((_count(values[i] >= _key_value(key)) for i in members[g]), jnp.int32(0))
 
     def unfinished(state):
         bit, _, n_prefix = state
@@ -274,7 +274,7 @@ def sparsity(tree: Any) -> jax.Array:
     if not leaves:
         raise ValueError("sparsity of an empty tree")
     total = sum(x.size for x in leaves)
-    zeros = sum(jnp.sum(x == 0, dtype=jnp.float32) for x in leaves)
+    zeros = sum((jnp.sum(x == 0, dtype=jnp.float32) for x in leaves), jnp.float32(0))
     return zeros / total
 
 

@@ -572,10 +572,10 @@ def generation(
     hyps, refs = _check_generation_inputs(hypotheses, references)
     streams = _reference_streams(refs)
     return {
-        "bleu": BLEU(lowercase=lowercase).corpus_score(hyps, streams).score / 100,
-        "chrf": CHRF().corpus_score(hyps, streams).score / 100,
-        "chrf++": CHRF(word_order=2).corpus_score(hyps, streams).score / 100,
-        "ter": TER().corpus_score(hyps, streams).score / 100,
+        "bleu": _corpus_score(BLEU(lowercase=lowercase), hyps, streams),
+        "chrf": _corpus_score(CHRF(), hyps, streams),
+        "chrf++": _corpus_score(CHRF(word_order=2), hyps, streams),
+        "ter": _corpus_score(TER(), hyps, streams),
         "rouge_l": _rouge_l(hyps, refs),
         PRIMARY: "bleu",
     }
@@ -609,6 +609,14 @@ def _reference_list(index: int, refs: Sequence[str]) -> list[str]:
 def _reference_streams(references: list[list[str]]) -> list[list[str | None]]:
     width = max(map(len, references))
     return [[r[k] if k < len(r) else None for r in references] for k in range(width)]
+
+
+def _corpus_score(
+    metric: BLEU | CHRF | TER, hypotheses: list[str], streams: list[list[str | None]]
+) -> float:
+    """``metric``'s corpus score on the 0-1 scale (sacrebleu's 0-100 divided by 100)."""
+    # sacrebleu skips None references (as its docstring says) but annotates them as str
+    return metric.corpus_score(hypotheses, streams).score / 100  # type: ignore[arg-type]
 
 
 def _rouge_l(hypotheses: list[str], references: list[list[str]]) -> float:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import jax
+from jax.tree_util import PyTreeDef
 
 Prunable: TypeAlias = str | re.Pattern[str] | Callable[[str, Any], bool]
 
@@ -81,6 +82,12 @@ def select(tree: Any, prunable: Prunable) -> Any:
     return jax.tree_util.tree_unflatten(treedef, chosen)
 
 
+def same_treedef(a: PyTreeDef, b: PyTreeDef) -> bool:
+    """Whether two tree structures are equal (a typed ``a == b``: jax's stubs leave
+    ``PyTreeDef`` unresolved, so mypy rejects comparing them directly)."""
+    return bool(a == b)
+
+
 def check_same_structure(
     reference: Any, other: Any, *, what: str, ref_name: str = "params"
 ) -> None:
@@ -90,7 +97,7 @@ def check_same_structure(
     """
     ref_flat, ref_def = jax.tree_util.tree_flatten_with_path(reference)
     oth_flat, oth_def = jax.tree_util.tree_flatten_with_path(other)
-    if ref_def != oth_def:
+    if not same_treedef(ref_def, oth_def):
         ref_paths = [path_str(p) for p, _ in ref_flat]
         oth_paths = [path_str(p) for p, _ in oth_flat]
         missing = sorted(set(ref_paths) - set(oth_paths))

@@ -89,6 +89,7 @@ class _Member(NamedTuple):
     layer: int
     axis: int  # axis of the leaf indexed by the structure
     group: int  # entries per structure along that axis: head_dim or 1
+    stack: str  # path of the layer stack, e.g. bert/encoder/layer
 
 
 def _member(path: str, shape: tuple[int, ...], head_dim: int) -> _Member | None:
@@ -106,7 +107,7 @@ def _member(path: str, shape: tuple[int, ...], head_dim: int) -> _Member | None:
             f"{path} has {shape[axis]} entries along axis {axis}, not a multiple of "
             f"head_dim={head_dim}"
         )
-    return _Member(kind, int(match.group(2)), axis, group)
+    return _Member(kind, int(match.group(2)), axis, group, match.group(1))
 
 
 def _members(tree: Any, head_dim: int) -> list[tuple[Any, Any, _Member | None]]:
@@ -116,7 +117,7 @@ def _members(tree: Any, head_dim: int) -> list[tuple[Any, Any, _Member | None]]:
         path = paths.path_str(keypath)
         member = _member(path, leaf.shape, head_dim)
         if member is not None:
-            stacks.add(_LAYER_LEAF.match(path).group(1))
+            stacks.add(member.stack)
         out.append((keypath, leaf, member))
     if len(stacks) > 1:
         raise ValueError(f"scores hold several layer stacks ({sorted(stacks)}); pass one model")
@@ -179,7 +180,7 @@ def expand(
     def one(keypath, leaf):
         m = _member(paths.path_str(keypath), leaf.shape, head_dim)
         keep = None if m is None else decided[m.kind].get(m.layer)
-        if keep is None:
+        if m is None or keep is None:
             return jnp.ones(leaf.shape, jnp.bool_)
         entries = jnp.repeat(jnp.asarray(keep, jnp.bool_), m.group)
         shape = [1] * leaf.ndim

@@ -77,6 +77,10 @@ class Method(Protocol):
     name: str
     teacher: Teacher  # what the loss expects as ``teacher``
 
+    @property
+    def sparsity(self) -> float | None:
+        """The target fraction of pruned entries; None where a regulariser sets it."""
+
     def init(self, params: Any) -> Any:
         """The trainable pytree (the params, or params plus learned scores)."""
 

@@ -262,6 +262,8 @@ class ScoreMethod:
         """Scheduled remaining ratio ``r_t = v + (1 - v)(1 - p)^3`` (1 for threshold masks)."""
         if self.mask == "threshold":
             return jnp.ones(jnp.shape(step), jnp.float32)
+        if self.sparsity is None:
+            raise ValueError(f"{self.name}: mask={self.mask!r} needs a target sparsity")
         v = 1.0 - self.sparsity
         begin, end = self._mask_span(run)
         p = jnp.clip((jnp.asarray(step, jnp.float32) - begin) / (end - begin), 0.0, 1.0)

@@ -18,6 +18,7 @@ import optax
 from jaxprune import criteria, losses, masks, paths, schedules
 from jaxprune.methods.base import Run, Teacher, copy_tree
 from jaxprune.models import layers
+from jaxprune.models.heads import Output
 from jaxprune.optim import masked_optimizer, masks_of
 from jaxprune.train.tasks import ModelFn, classes_view, task_loss
 
@@ -137,10 +138,10 @@ class CriterionMethod:
                 student = forward(params, batch, train=True, rng=rng, **extra)
                 dense = teacher_forward(teacher["params"], batch, **extra)
                 ce = task_loss(student.logits, batch, kind)
-                z_student, z_weights = _first_tokens(student.hidden_states[-1], batch)
+                z_student, z_weights = _first_tokens(_last_hidden(student, "student"), batch)
                 cc = losses.cross_correlation(
                     z_student,
-                    _first_tokens(dense.hidden_states[-1], batch)[0],
+                    _first_tokens(_last_hidden(dense, "teacher"), batch)[0],
                     off_diagonal=self.cc_off_diagonal,
                     weights=z_weights,
                 )
@@ -215,7 +216,9 @@ def _alignment(params: Any, dense: Any, prunable: str) -> jax.Array:
         )
         if keep and p.ndim == 2
     ]
-    return sum(terms) / len(terms)
+    if not terms:
+        raise ValueError(f"prunable={prunable!r} selects no 2-D kernel to align")
+    return sum(terms[1:], terms[0]) / len(terms)
 
 
 # Presets: each paper's defaults. Schedule points are fractions of the run (override with
@@ -271,6 +274,13 @@ PRESETS: dict[str, CriterionMethod] = {
     # representation; the aligned-weight regulariser is provisional and off.
     "sdp": CriterionMethod(name="sdp", objective="cross_correlation", cc_weight=1.0),
 }
+
+
+def _last_hidden(out: Output, name: str) -> jax.Array:
+    """The last layer's hidden states of a forward called with ``output_hidden_states``."""
+    if out.hidden_states is None:
+        raise ValueError(f"the {name} forward returned no hidden_states")
+    return out.hidden_states[-1]
 
 
 def _first_tokens(hidden: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:

@@ -131,6 +131,8 @@ class GPT2LMHeadModel(nnx.Module):
     (batch, length, vocab). Positions count from 0 at the first column, so pad on the right.
     """
 
+    hf_config_json: str | None = None  # the transformers config, set by jaxprune.hf.build
+
     def __init__(self, cfg: GPT2Config, *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
         self.cfg = cfg
         self.transformer = Transformer(cfg, rngs=rngs, dtype=dtype)

@@ -140,6 +140,9 @@ class EncoderForTask(nnx.Module):
       dtype: compute dtype; parameters are float32.
     """
 
+    hf_config_json: str | None = None  # the transformers config, set by jaxprune.hf.build
+    classifier: nnx.Linear | ClassificationHead  # sequence and token classification
+
     def __init__(
         self,
         cfg: EncoderConfig,
@@ -232,15 +235,18 @@ class EncoderForTask(nnx.Module):
         if self.task == "base":
             logits = x
         elif self.task == "sequence-classification":
-            if arch == "bert":
+            if isinstance(self.classifier, ClassificationHead):  # RoBERTa, ELECTRA
+                logits = self.classifier(x, cls_positions=cls_positions, **kw)
+            elif arch == "bert":
                 logits = self.classifier(self.dropout(out.pooled, **kw))
-            elif arch == "distilbert":
+            else:  # DistilBERT
                 first = layers.first_tokens(x, cls_positions)
                 pooled = jax.nn.relu(self.pre_classifier(first))
                 logits = self.classifier(self.dropout(pooled, **kw))
-            else:
-                logits = self.classifier(x, cls_positions=cls_positions, **kw)
         elif self.task == "token-classification":
+            if not isinstance(self.classifier, nnx.Linear):
+                kind = type(self.classifier).__name__
+                raise TypeError(f"token classification needs a Linear classifier, not {kind}")
             logits = self.classifier(self.dropout(x, **kw))
         elif self.task == "question-answering":
             logits = self.qa_outputs(self.dropout(x, **kw) if arch == "distilbert" else x)

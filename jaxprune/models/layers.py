@@ -116,11 +116,11 @@ def attention(
     Returns:
       (context of shape (batch, length, heads, head_dim), scores or None).
     """
-    use_dropout = dropout is not None and dropout.rate > 0 and not deterministic
+    drop = dropout if dropout is not None and dropout.rate > 0 and not deterministic else None
     if mask is not None:  # to (batch, 1, q or 1, k)
         mask = mask.astype(bool)
         mask = mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
-    if not (return_scores or use_dropout):
+    if not (return_scores or drop is not None):
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
         return out, None
     depth = q.shape[-1]
@@ -133,8 +133,8 @@ def attention(
         allowed = allowed & mask
     scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)
-    if use_dropout:
-        probs = dropout(probs, deterministic=False, rngs=rngs)
+    if drop is not None:
+        probs = drop(probs, deterministic=False, rngs=rngs)
     out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
     return out, scores if return_scores else None
 

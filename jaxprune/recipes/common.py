@@ -13,8 +13,8 @@ import json
 import logging
 import pathlib
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import datasets
 import jax
@@ -24,6 +24,8 @@ from jaxprune.masks import sparsity_report
 from jaxprune.models import GPT2LMHeadModel, logical_axes
 from jaxprune.recipes.job import Job
 from jaxprune.train.tasks import ModelFn
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,14 @@ def subset(dataset: datasets.Dataset, size: int | None, seed: int) -> datasets.D
 def model_inputs(batch: dict) -> dict:
     """The arrays the jitted step sees (drops host-side bookkeeping)."""
     return {k: v for k, v in batch.items() if k != "index"}
+
+
+def every_row(rows: Sequence[T | None], what: str) -> list[T]:
+    """``rows``, filled by the eval batches; a ValueError names rows the batches missed."""
+    missing = [i for i, row in enumerate(rows) if row is None]
+    if missing:
+        raise ValueError(f"no {what} for {len(missing)} of {len(rows)} rows: {missing[:5]}")
+    return [row for row in rows if row is not None]
 
 
 def dev_split(job: Job, split: str = "validation") -> datasets.Dataset:

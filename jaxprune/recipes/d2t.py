@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import data, hf, metrics
-from jaxprune.models.gpt2 import greedy_decode
+from jaxprune.models.gpt2 import GPT2LMHeadModel, greedy_decode
 from jaxprune.recipes import common
 from jaxprune.recipes.job import Job
 from jaxprune.train.tasks import ModelFn
@@ -48,6 +48,8 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     """A GPT-2 checkpoint on ``job.task`` (e2e, webnlg or dart), scored on ``validation``;
     ``train``: also the training batches."""
     model, params, tokenizer = hf.load_pretrained(job.model, seed=job.seed)
+    if not isinstance(model, GPT2LMHeadModel):
+        raise TypeError(f"{job.task} needs a GPT-2 model; {job.model} is a {type(model).__name__}")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompt_room = model.cfg.n_positions - job.max_new_tokens
     eval_features = data.encode_d2t(

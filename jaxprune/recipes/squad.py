@@ -28,7 +28,12 @@ def evaluator(examples, features, batches: data.Batcher):
                 for row in np.flatnonzero(batch["valid"]):
                     starts[batch["index"][row]] = logits[row, :, 0]
                     ends[batch["index"][row]] = logits[row, :, 1]
-            answers = data.postprocess_squad(examples, features, starts, ends)
+            answers = data.postprocess_squad(
+                examples,
+                features,
+                common.every_row(starts, "start logits"),
+                common.every_row(ends, "end logits"),
+            )
             return metrics.squad(answers, examples)
 
         return evaluate

@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxprune import paths
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint exists but is corrupted or does not fit this run."""
@@ -114,7 +116,7 @@ class Checkpointer:
 
     @staticmethod
     def _check_tree(target: Any, restored: Any, where: str) -> None:
-        if jax.tree.structure(target) != jax.tree.structure(restored):
+        if not paths.same_treedef(jax.tree.structure(target), jax.tree.structure(restored)):
             raise CheckpointError(f"{where} holds a differently structured state than this run")
 
     def wait(self) -> None:

@@ -248,18 +248,17 @@ def fit(
                         )
                         window_start, window_steps, examples = time.perf_counter(), 0, 0
                     bar.update(1)
-                    due_eval = evaluate is not None and (
-                        (config.eval_every and step % config.eval_every == 0)
-                        or step == config.steps
-                    )
-                    if due_eval:
+                    due_eval = (
+                        config.eval_every and step % config.eval_every == 0
+                    ) or step == config.steps
+                    if evaluate is not None and due_eval:
                         dev = evaluate(state.params)
                         logger.write(step, "dev", dev)
                         if config.best_metric is not None:
                             ckpt.save_best(step, bundle(state, teacher), position, dev)
-                        if evolving:
+                        if update_teacher is not None:
                             teacher = update_teacher(state, teacher, dev)
-                    elif evolving:
+                    elif update_teacher is not None:
                         teacher = update_teacher(state, teacher, None)
                     ckpt.save(step, bundle(state, teacher), position, force=step == config.steps)
                     if preemption.reached(step):
