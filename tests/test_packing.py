@@ -320,3 +320,24 @@ def test_sdp_cross_correlation_packed_equals_unpacked() -> None:
     jax.tree.map(
         lambda a, c: np.testing.assert_allclose(a, c, atol=1e-4, rtol=1e-4), g_packed, g_plain
     )  # entries up to ~20: float32 sums in another order
+
+
+def test_sparsebert_refuses_packed_rows_and_ignores_padding_rows() -> None:
+    """Its MSE terms average over the positions of padded rows (as the authors' code): packed
+    rows cannot give the same numbers, so they are refused; padding rows weigh 0."""
+    model, params = model_and_params("bert")
+    forward = train.model_fn(model)
+    batch, plain = packed_and_plain()
+    padded = packed_and_plain(pad_rows=3)[1]
+    method = methods.get("sparsebert", sparsity=0.5)
+    loss_fn = method.loss(forward, methods.Run(total_steps=10))
+    teacher = method.initial_teacher(params, jax.tree.map(lambda x: 0.9 * x, params))
+
+    def loss(b):
+        return loss_fn(params, b, jax.random.key(0), teacher, jnp.int32(0))
+
+    with pytest.raises(ValueError, match="pack=False"):
+        loss(batch)
+    (l_plain, parts), (l_padded, _) = loss(plain), loss(padded)
+    assert float(parts["att"]) > 0 and float(parts["rep"]) > 0  # the teacher differs
+    np.testing.assert_allclose(l_padded, l_plain, rtol=1e-5)

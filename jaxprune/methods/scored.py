@@ -126,11 +126,21 @@ class CriterionMethod:
                 logits = forward(params, batch, train=True, rng=rng).logits
                 return task_loss(logits, batch, kind), {}
             if objective == "sparsebert":
+                if "cls_positions" in batch:
+                    raise ValueError(
+                        "sparsebert's attention and hidden-state MSE average over every "
+                        "position of a padded row, as the authors' code does; packed rows "
+                        "change that average. Train it on unpacked batches (pack=False)."
+                    )
                 extra = dict(output_hidden_states=True, output_attention_scores=True)
                 student = forward(params, batch, train=True, rng=rng, **extra)
                 dense = teacher_forward(teacher, batch, **extra)
                 total, parts = losses.sparsebert(
-                    student, dense, batch.get("labels"), regression=kind == "regression"
+                    student,
+                    dense,
+                    batch.get("labels"),
+                    regression=kind == "regression",
+                    weights=batch.get("valid"),
                 )
                 return total, parts
             if objective == "cross_correlation":

@@ -39,7 +39,8 @@ class Job:
       eval_every: evaluate every this many steps (None: at the end only).
       eval_batch_size: evaluation batch.
       pack: pack several training examples into each row (GLUE; far less padding, see
-        :class:`jaxprune.data.Batcher`); ``batch_size`` still counts examples.
+        :class:`jaxprune.data.Batcher`); ``batch_size`` still counts examples. SparseBERT
+        refuses packed rows (its MSE terms average over padded positions).
       max_new_tokens: data-to-text generation length.
       seed: parameter init of new heads, data order, dropout.
       model_parallel: size of the mesh's ``model`` axis (the rest of the devices is ``data``).
