@@ -22,11 +22,12 @@ jax/torch column is the median of the per-round throughput ratios (> 1: jaxprune
 
 Investigation switches (JAX side unless said): ``--xla-flags`` re-executes the script with
 ``XLA_FLAGS`` set; ``--dtype bfloat16`` computes in bf16 (torch: ``torch.autocast`` bf16);
-``--attention einsum`` replaces ``jax.nn.dot_product_attention`` with jaxprune's explicit
-einsum path, ``--attention heads-major`` with einsums in (batch, heads, length, head_dim)
-layout; ``--dense flat`` applies ``nnx.Linear`` to 2-D (tokens, features); ``--gelu erf`` computes
-the exact GELU as ``0.5 x (1 + erf(x / sqrt 2))`` instead of ``jax.nn.gelu``'s erfc form,
-``--gelu tanh`` uses the tanh approximation (changes the numbers; diagnostic only).
+``--attention einsum`` replaces ``jax.nn.dot_product_attention`` (used without dropout) with
+jaxprune's explicit heads-major einsum path (used with dropout or scores); the earlier
+formulations, for comparison: ``--dense nd`` applies the kernels to (batch, length, features)
+instead of flattened (tokens, features), ``--gelu erfc`` uses ``jax.nn.gelu``'s erfc form
+instead of the erf form; ``--gelu tanh`` uses the tanh approximation (changes the numbers;
+diagnostic only).
 """
 
 from __future__ import annotations
@@ -72,16 +73,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument(
         "--attention",
-        choices=("dpa", "einsum", "heads-major"),
+        choices=("dpa", "einsum"),
         default="dpa",
-        help="jaxprune's attention: as shipped (dpa), its einsum path, or heads-major einsums",
+        help="jaxprune's attention without dropout: dot_product_attention, or its einsum path",
     )
-    parser.add_argument("--gelu", choices=("erfc", "erf", "tanh"), default="erfc")
+    parser.add_argument("--gelu", choices=("erf", "erfc", "tanh"), default="erf")
     parser.add_argument(
         "--dense",
-        choices=("nd", "flat"),
-        default="nd",
-        help="nnx.Linear on (batch, length, features) as shipped, or flattened to 2-D tokens",
+        choices=("flat", "nd"),
+        default="flat",
+        help="kernels applied to 2-D (tokens, features) as shipped, or to 3-D inputs",
     )
     parser.add_argument("--xla-flags", default=None, help="re-run with XLA_FLAGS set to this")
     args = parser.parse_args()
@@ -141,55 +142,12 @@ def patch_jaxprune(args: argparse.Namespace) -> None:
             return original(*a, **{**kw, "return_scores": True})[0], None
 
         layers.attention = einsum_attention
-    elif args.attention == "heads-major":
-        layers.attention = heads_major_attention
-    if args.dense == "flat":
-        linear_call = nnx.Linear.__call__
-
-        def flat_linear_call(self: nnx.Linear, x: jax.Array) -> jax.Array:
-            # A 2-D input makes the kernel gradient a plain (features, tokens) x (tokens, out)
-            # matmul; with 3-D inputs XLA:CPU transposes the output gradient first and uses
-            # a slower dot (about 3x for MiniLM's FFN kernels).
-            if x.ndim <= 2:
-                return linear_call(self, x)
-            return linear_call(self, x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
-
-        nnx.Linear.__call__ = flat_linear_call
-    if args.gelu == "erf":
-        half = np.float32(np.sqrt(0.5))
-        layers.ACTIVATIONS["gelu"] = lambda x: 0.5 * x * (1 + jax.lax.erf(x * half))
+    if args.dense == "nd":
+        layers.Dense.__call__ = nnx.Linear.__call__
+    if args.gelu == "erfc":
+        layers.ACTIVATIONS["gelu"] = lambda x: jax.nn.gelu(x, approximate=False)
     elif args.gelu == "tanh":
         layers.ACTIVATIONS["gelu"] = layers.ACTIVATIONS["gelu_new"]
-
-
-def heads_major_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    mask: jax.Array | None,
-    *,
-    causal: bool = False,
-    return_scores: bool = False,
-    **_: Any,
-) -> tuple[jax.Array, jax.Array | None]:
-    """``layers.attention`` (no dropout) computed in (batch, heads, length, head_dim) layout.
-
-    Transposes q, k, v to heads-major first, so both contractions are plain batched matmuls,
-    and adds the mask as a bias (transformers' eager attention does the same).
-    """
-    q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
-    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) / np.sqrt(q.shape[-1])
-    allowed = jnp.ones(scores.shape[-2:], bool)
-    if causal:
-        allowed = jnp.tril(allowed)
-    allowed = allowed[None, None]
-    if mask is not None:
-        allowed = allowed & mask[:, None, None, :].astype(bool)
-    neg = jnp.finfo(jnp.float32).min
-    scores = scores + jnp.where(allowed, 0.0, neg)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bhqk,bhkd->bhqd", probs, v).transpose(0, 2, 1, 3)
-    return out, scores if return_scores else None
 
 
 class JaxBench:

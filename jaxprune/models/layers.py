@@ -16,8 +16,17 @@ from flax import nnx
 
 Dtype = Any
 
+_SQRT_HALF = 0.7071067811865476
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """The exact GELU, ``x Φ(x)``, in the erf form transformers' PyTorch models use; XLA:CPU
+    runs it faster than ``jax.nn.gelu``'s erfc form (about 4% of a MiniLM train step)."""
+    return 0.5 * x * (1 + jax.lax.erf(x * jnp.asarray(_SQRT_HALF, x.dtype)))
+
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu": gelu,
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
@@ -38,6 +47,18 @@ def _init(initializer, axes: tuple[str | None, ...]):
     return nnx.with_partitioning(initializer, axes, eager_sharding=False)
 
 
+class Dense(nnx.Linear):
+    """``nnx.Linear`` that applies its kernel to inputs of any rank as one 2-D matmul,
+    (tokens, n_in) x (n_in, n_out). With 3-D inputs XLA:CPU computes the kernel's gradient
+    through a transpose and a slower dot (about 10% of a MiniLM train step)."""
+
+    def __call__(self, inputs: jax.Array, out_sharding: Any = None) -> jax.Array:
+        if inputs.ndim <= 2 or out_sharding is not None:  # a sharding names the N-D output
+            return super().__call__(inputs, out_sharding)
+        out = super().__call__(inputs.reshape(-1, inputs.shape[-1]))
+        return out.reshape(*inputs.shape[:-1], out.shape[-1])
+
+
 def dense(
     n_in: int,
     n_out: int,
@@ -46,9 +67,9 @@ def dense(
     rngs: nnx.Rngs,
     dtype: Dtype = jnp.float32,
     std: float = 0.02,
-) -> nnx.Linear:
+) -> Dense:
     """A Linear layer, kernel (n_in, n_out) ~ N(0, std^2) as in BERT, zero bias."""
-    return nnx.Linear(
+    return Dense(
         n_in,
         n_out,
         dtype=dtype,
@@ -124,7 +145,9 @@ def attention(
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
         return out, None
     depth = q.shape[-1]
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(depth)
+    # heads-major, so both contractions are plain batched matmuls (faster on XLA:CPU)
+    q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
+    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(depth)
     allowed = jnp.ones(scores.shape[-2:], bool)
     if causal:
         allowed = jnp.tril(allowed)
@@ -135,7 +158,7 @@ def attention(
     probs = jax.nn.softmax(scores, axis=-1)
     if drop is not None:
         probs = drop(probs, deterministic=False, rngs=rngs)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+    out = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v).transpose(0, 2, 1, 3)
     return out, scores if return_scores else None
 
 
