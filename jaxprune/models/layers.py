@@ -7,6 +7,7 @@ Every parameter carries logical axis names (``embed``, ``heads``, ``mlp``, ``voc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -55,7 +56,8 @@ class Dense(nnx.Linear):
     def __call__(self, inputs: jax.Array, out_sharding: Any = None) -> jax.Array:
         if inputs.ndim <= 2 or out_sharding is not None:  # a sharding names the N-D output
             return super().__call__(inputs, out_sharding)
-        out = super().__call__(inputs.reshape(-1, inputs.shape[-1]))
+        tokens = math.prod(inputs.shape[:-1])  # not -1: a pruned-away layer has 0 features
+        out = super().__call__(inputs.reshape(tokens, inputs.shape[-1]))
         return out.reshape(*inputs.shape[:-1], out.shape[-1])
 
 
