@@ -98,7 +98,7 @@ nitpick_ignore_regex = [
     (r"py:class", r"(Callable|Any|Literal|Protocol|NamedTuple|TypeAlias|Self)"),
     (r"py:class", r"(ndarray|dtype|Tokenizer|PreTrainedTokenizerBase|Figure)"),
     (r"py:class", r"jaxprune\..*\.(Prunable|MaskRule|LossFn|ModelFn|Teacher|Objective)"),
-    (r"py:class", r"jaxprune\..*\.(MaskKind|Scores|Evaluate|Batch|Kind)"),
+    (r"py:class", r"jaxprune\..*\.(MaskKind|Scores|Evaluate|Batch|Kind|T)"),  # T: a TypeVar
     (r"py:class", r"(Prunable|MaskRule|LossFn|ModelFn|Teacher|Objective|MaskKind)"),
 ]
 
