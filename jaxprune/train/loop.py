@@ -127,7 +127,7 @@ class _Preemption:
             return multihost_utils.reached_preemption_sync_point(step)
         except RuntimeError:  # the service is off (jax_enable_preemption_service=False)
             log.warning("JAX's preemption service is off: SIGTERM saves no checkpoint")
-            self._agreed, self.requested = False, False
+            self._agreed = False  # and no handler was installed: no more stops
             return False
 
     def __exit__(self, *exc):
@@ -193,10 +193,9 @@ def fit(
         best_metric=config.best_metric,
         best_mode=config.best_mode,
     )
-    evolving = update_teacher is not None
 
     def bundle(s, t):
-        return {"train": s, "teacher": t} if evolving else {"train": s}
+        return {"train": s} if update_teacher is None else {"train": s, "teacher": t}
 
     start = 0
     if ckpt.latest_step() is not None:
@@ -260,10 +259,10 @@ def fit(
                             teacher = update_teacher(state, teacher, dev)
                     elif update_teacher is not None:
                         teacher = update_teacher(state, teacher, None)
-                    ckpt.save(step, bundle(state, teacher), position, force=step == config.steps)
-                    if preemption.reached(step):
-                        if ckpt.latest_step() != step:  # not saved above
-                            ckpt.save(step, bundle(state, teacher), position, force=True)
+                    stop = preemption.reached(step)
+                    last = stop or step == config.steps
+                    ckpt.save(step, bundle(state, teacher), position, force=last)
+                    if stop:
                         ckpt.wait()
                         log.warning("SIGTERM: saved step %d to %s; exiting", step, run_dir)
                         raise SystemExit(143)
