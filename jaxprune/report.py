@@ -97,8 +97,9 @@ def markdown(table: Sequence[dict[str, Any]]) -> str:
 
 
 def plot(table: Sequence[dict[str, Any]], path: str | pathlib.Path) -> pathlib.Path:
-    """Primary metric against measured sparsity, one panel per task, one line per method;
-    the paper's values as hollow markers at their target sparsity."""
+    """Primary metric against measured sparsity, one panel per task (three to a row), one
+    line per method; the paper's values as hollow markers at their target sparsity, and each
+    dense run (target 0) as a dashed horizontal line, so the axis spans the pruned runs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,26 +110,35 @@ def plot(table: Sequence[dict[str, Any]], path: str | pathlib.Path) -> pathlib.P
     if not tasks:
         raise ValueError("no finished runs to plot")
     # one color and marker per method, the same in every panel (tab10 repeats past 10 lines)
-    names = sorted({r["method"] for r in primary})
+    names = sorted({r["method"] for r in primary if r["target"] > 0})
     style = {
         m: (plt.get_cmap("tab20")(2 * (i % 10) + i // 10 % 2), "osD^vPX"[i % 7])
         for i, m in enumerate(names)
     }
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    ncols = min(3, len(tasks))
+    nrows = -(-len(tasks) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.5 * ncols + 1.5, 3.4 * nrows), squeeze=False, layout="constrained"
+    )
+    handles: dict[str, Any] = {}
+    for ax, task in zip(axes.flat, tasks, strict=False):
         by_method: dict[str, list[dict]] = defaultdict(list)
         for r in primary:
             if r["task"] == task:
                 by_method[r["method"]].append(r)
         for method, points in sorted(by_method.items()):
-            points.sort(key=lambda r: r["sparsity"])
+            for dense in (r for r in points if r["target"] == 0):
+                line = ax.axhline(dense["ours"], color="black", ls="--", lw=1)
+                handles.setdefault(f"{method} (sparsity 0)", line)
+            points = sorted((r for r in points if r["target"] > 0), key=lambda r: r["sparsity"])
+            if not points:
+                continue
             color, marker = style[method]
-            ax.plot(
+            (handles[method],) = ax.plot(
                 [100 * r["sparsity"] for r in points],
                 [r["ours"] for r in points],
                 marker + "-",
                 color=color,
-                label=method,
             )
             refs = [r for r in points if r["paper"] is not None]
             ax.plot(
@@ -138,12 +148,19 @@ def plot(table: Sequence[dict[str, Any]], path: str | pathlib.Path) -> pathlib.P
                 mfc="none",
                 color=color,
             )
+        pruned = [100 * r["sparsity"] for r in primary if r["task"] == task and r["target"] > 0]
+        if pruned:  # at least 10 points wide: one sparsity alone gets no offset ticks
+            pad = max(2.0, (10 - max(pruned) + min(pruned)) / 2)
+            ax.set_xlim(min(pruned) - pad, max(pruned) + pad)
         metric = next(r["metric"] for r in primary if r["task"] == task)
         ax.set(title=task, xlabel="sparsity (%)", ylabel=f"{metric} (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    for ax in axes.flat[len(tasks) :]:
+        ax.set_visible(False)
+    fig.legend(
+        handles.values(), handles.keys(), loc="outside right center", fontsize=8, frameon=False
+    )
     fig.suptitle("dev metric against sparsity (filled: ours, hollow: paper)", fontsize=9)
-    fig.tight_layout()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -184,6 +184,35 @@ def test_cli_train_eval_report(world, tmp_path, capsys) -> None:
     assert (tmp_path / "rep" / "metric_vs_sparsity.png").stat().st_size > 1000
 
 
+def test_plot_wraps_tasks_three_to_a_row(tmp_path) -> None:
+    """Four tasks: two rows of three panels (not one strip), one legend beside them; a task
+    pruned at a single sparsity still plots."""
+    import matplotlib.image
+
+    def row(task, method, target, ours):
+        return {
+            "task": task,
+            "method": method,
+            "target": target,
+            "sparsity": target,
+            "metric": "accuracy",
+            "primary": True,
+            "ours": ours,
+            "paper": 70.0 if method == "pins" and target == 0.9 else None,
+        }
+
+    table = [row(t, "dense", 0.0, 85.0) for t in ("a", "b", "c", "d")]
+    table += [
+        row(t, m, s, 80 - 10 * s) for t in "abc" for m in ("pins", "taylor") for s in (0.8, 0.9)
+    ]
+    table.append(row("d", "pins", 0.8, 60.0))
+    image = matplotlib.image.imread(report.plot(table, tmp_path / "p.png"))
+    height, width = image.shape[:2]
+    assert 1.5 < width / height < 3.0  # a 1x4 strip would be about 5:1
+    with pytest.raises(ValueError, match="no finished runs"):
+        report.plot([], tmp_path / "q.png")
+
+
 def test_cli_rejects_bad_input(tmp_path) -> None:
     config = ROOT / "experiments" / "configs" / "sparsebert_glue.py"
     with pytest.raises(SystemExit, match="has no variant 'nope'"):
