@@ -1,8 +1,9 @@
 """Runs the small-scale reproduction (``experiments/configs/small_repro.py``): for each task
 its dense run first, then every method and sparsity. Each finished run's ``result.json`` is
 copied to ``<out>/runs/<variant>/`` (kept in git); runs found there are skipped and
-interrupted ones resume from ``--workdir``, so it can be spread over several sessions. Ends
-with the report of everything in ``<out>/runs``.
+interrupted ones resume from ``--workdir``, so it can be spread over several sessions. A
+finished run keeps its export but not its checkpoints (``--keep-checkpoints`` keeps them).
+Ends with the report of everything in ``<out>/runs``.
 
     .venv/bin/python experiments/small_repro.py                        # everything (hours)
     .venv/bin/python experiments/small_repro.py --tasks rte --sparsities 0.9
@@ -31,6 +32,11 @@ def main() -> None:
     p.add_argument("--workdir", default="runs/small_repro")
     p.add_argument("--out", default=str(HERE / "results" / "small_repro"))
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep a finished run's checkpoints (about 0.6 GB a run; the grid has 152 runs)",
+    )
     args = p.parse_args()
     workdir, done = pathlib.Path(args.workdir), pathlib.Path(args.out) / "runs"
     if not args.report_only:
@@ -50,6 +56,8 @@ def main() -> None:
                 result = recipes.run(CONFIG.VARIANTS[name], workdir / name)
                 (done / name).mkdir(parents=True, exist_ok=True)
                 shutil.copy(workdir / name / "result.json", done / name / "result.json")
+                if not args.keep_checkpoints:  # only an interrupted run needs them
+                    shutil.rmtree(workdir / name / "checkpoints", ignore_errors=True)
                 dev = result["dev"]
                 print(
                     f"{name}: {dev['primary']} {dev[dev['primary']]:.4f}, sparsity "
