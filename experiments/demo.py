@@ -72,29 +72,32 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    lines = []
     for name, run_dir in runs.items():
         logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         train = [r for r in logs if r.get("scope") == "train"]
         label = "PINS loss (with self-distillation)" if name == "pins" else f"{name} loss"
-        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=label)
+        lines += ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=label)
         if name == "pins":
             twin = ax_loss.twinx()
-            twin.plot(
+            lines += twin.plot(
                 [r["step"] for r in train],
                 [100 * r["sparsity"] for r in train],
                 "k--",
-                label="PINS sparsity",
+                label="PINS sparsity (right axis)",
             )
             twin.set_ylabel("sparsity (%)")
-            twin.legend(loc="lower right", fontsize=8)
     ax_loss.set(xlabel="step", ylabel="training loss", title="training")
-    ax_loss.legend(loc="upper left", fontsize=8)
+    # one legend under the axes, where it covers no curve
+    ax_loss.legend(
+        handles=lines, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8
+    )
     names = list(dev)
     bars = ax_acc.bar(names, [100 * dev[n] for n in names], color=["tab:blue", "tab:orange"])
     ax_acc.bar_label(bars, fmt="%.1f")
+    ax_acc.margins(y=0.12)  # room for the labels above the bars
     ax_acc.set(ylabel=f"{job['task']} dev {metric} (%)", title=f"PINS at {job['sparsity']:.0%}")
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
