@@ -19,6 +19,7 @@ import time
 
 from jaxprune import recipes, report
 from jaxprune.recipes.job import load_module
+from jaxprune.train.loop import CHECKPOINT_DIR
 
 HERE = pathlib.Path(__file__).resolve().parent
 CONFIG = load_module(HERE / "configs" / "small_repro.py")
@@ -57,7 +58,7 @@ def main() -> None:
                 (done / name).mkdir(parents=True, exist_ok=True)
                 shutil.copy(workdir / name / "result.json", done / name / "result.json")
                 if not args.keep_checkpoints:  # only an interrupted run needs them
-                    shutil.rmtree(workdir / name / "checkpoints", ignore_errors=True)
+                    shutil.rmtree(workdir / name / CHECKPOINT_DIR, ignore_errors=True)
                 dev = result["dev"]
                 print(
                     f"{name}: {dev['primary']} {dev[dev['primary']]:.4f}, sparsity "

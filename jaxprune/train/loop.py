@@ -29,6 +29,8 @@ from jaxprune.train.checkpoint import Checkpointer
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_DIR = "checkpoints"  # under each run folder
+
 
 class NonFiniteError(FloatingPointError):
     """The loss or gradients became NaN or infinite."""
@@ -187,7 +189,7 @@ def fit(
     if resolved_config is not None and jax.process_index() == 0:
         (run_dir / "config.json").write_text(json.dumps(resolved_config, indent=2, default=str))
     ckpt = Checkpointer(
-        run_dir / "checkpoints",
+        run_dir / CHECKPOINT_DIR,
         every=config.checkpoint_every,
         keep=config.keep,
         best_metric=config.best_metric,
@@ -202,7 +204,7 @@ def fit(
         restored, position = ckpt.restore(bundle(state, teacher))
         state, start = restored["train"], int(position["step"])
         teacher = restored.get("teacher", teacher)
-        log.info("resumed from %s at step %d", run_dir / "checkpoints", start)
+        log.info("resumed from %s at step %d", run_dir / CHECKPOINT_DIR, start)
 
     logger = _Logger(run_dir)
     bar = tqdm(
