@@ -9,7 +9,7 @@ training and compaction (:mod:`jaxprune.compact`) are imported on demand, not he
 from jaxprune import criteria, export, masks, paths, schedules, structured
 from jaxprune.criteria import Criterion
 from jaxprune.masks import sparsity, sparsity_report
-from jaxprune.optim import MaskedOptimizerState, masked_optimizer, masks_of
+from jaxprune.optim import MaskedOptimizerState, masked_optimizer, masked_state, masks_of
 
 __version__ = "0.1.0.dev0"
 
@@ -19,6 +19,7 @@ __all__ = [
     "criteria",
     "export",
     "masked_optimizer",
+    "masked_state",
     "masks",
     "masks_of",
     "paths",

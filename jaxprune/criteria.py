@@ -32,6 +32,10 @@ class Criterion(NamedTuple):
       after_step: True when ``update`` wants the weights after the optimizer's step
         (PLATON scores the post-step weight), False for the weights the gradient was
         taken at.
+      warmup: updates before the scores carry evidence: the scores after fewer updates are
+        all equal (PINS and PLATON: 0 until their first window is averaged), so
+        :func:`jaxprune.masked_optimizer` refuses to prune there.
+      name: shown in error messages.
     """
 
     init: Callable[[Any], Any]
@@ -39,6 +43,8 @@ class Criterion(NamedTuple):
     scores: Callable[[Any, Any], Any]
     needs_lr: bool = False
     after_step: bool = False
+    warmup: int = 0
+    name: str = "custom"
 
 
 class MagnitudeState(NamedTuple):
@@ -57,6 +63,7 @@ def magnitude() -> Criterion:
         init=lambda params: MagnitudeState(),
         update=update,
         scores=lambda state, params: jax.tree.map(jnp.abs, params),
+        name="magnitude",
     )
 
 
@@ -67,7 +74,8 @@ class AccumulatedState(NamedTuple):
 
 
 def _zeros(params: Any) -> Any:
-    return jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    """float32 zeros shaped and sharded like every leaf."""
+    return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=jnp.float32), params)
 
 
 def taylor(ema: float = 0.0) -> Criterion:
@@ -94,6 +102,7 @@ def taylor(ema: float = 0.0) -> Criterion:
         init=lambda params: AccumulatedState(_zeros(params)),
         update=update,
         scores=lambda state, params: state.score,
+        name="taylor",
     )
 
 
@@ -116,6 +125,7 @@ def movement() -> Criterion:
         init=lambda params: AccumulatedState(_zeros(params)),
         update=update,
         scores=lambda state, params: state.score,
+        name="movement",
     )
 
 
@@ -136,6 +146,7 @@ def _windowed(
     *,
     needs_lr: bool,
     after_step: bool,
+    name: str,
 ) -> Criterion:
     """Window averaging + EMA + uncertainty, shared by PLATON and PINS.
 
@@ -144,11 +155,16 @@ def _windowed(
     ``U <- b2*U + (1-b2)*|ipt - I|`` with the updated I, and the window restarts at the
     current score; otherwise ``ipt <- (ipt*local + s)/(local + 1)``. The final score is
     ``I*U`` for 0 < b2 < 1, ``I`` for b2 == 1 and ``I*|ipt - I|`` for b2 == 0.
+
+    The first fold (step 0) folds the empty window, so every score is 0 until the fold at
+    step ``window``: the criterion's ``warmup``.
     """
     if not 0.0 <= beta1 < 1.0:
         raise ValueError(f"beta1 must be in [0, 1), got {beta1}")
     if not 0.0 <= beta2 <= 1.0:
         raise ValueError(f"beta2 must be in [0, 1], got {beta2}")
+    if not isinstance(window, int) or isinstance(window, bool):
+        raise TypeError(f"window must be an int, got {window!r}")
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     use_unc = 0.0 < beta2 < 1.0
@@ -184,7 +200,9 @@ def _windowed(
             return state.importance
         return jax.tree.map(lambda i, w: i * jnp.abs(w - i), state.importance, state.window)
 
-    return Criterion(init, update, scores, needs_lr=needs_lr, after_step=after_step)
+    return Criterion(
+        init, update, scores, needs_lr=needs_lr, after_step=after_step, warmup=window, name=name
+    )
 
 
 def platon(beta1: float = 0.85, beta2: float = 0.95, window: int = 10) -> Criterion:
@@ -194,7 +212,13 @@ def platon(beta1: float = 0.85, beta2: float = 0.95, window: int = 10) -> Criter
     (``after_step=True``). Defaults are PLATON's GLUE scripts (beta2 varies per task).
     """
     return _windowed(
-        lambda p, g, lr: jnp.abs(p * g), beta1, beta2, window, needs_lr=False, after_step=True
+        lambda p, g, lr: jnp.abs(p * g),
+        beta1,
+        beta2,
+        window,
+        needs_lr=False,
+        after_step=True,
+        name="platon",
     )
 
 
@@ -220,7 +244,7 @@ def pins(
         score = -p * g + lr * g * g
         return score if signed else jnp.abs(score)
 
-    return _windowed(instant, beta1, beta2, window, needs_lr=True, after_step=False)
+    return _windowed(instant, beta1, beta2, window, needs_lr=True, after_step=False, name="pins")
 
 
 def by_name(name: str, **kwargs: Any) -> Criterion:

@@ -2,17 +2,22 @@
 
 Score and mask pytrees may hold ``None`` where a parameter is not prunable; such leaves are
 skipped. Masks are boolean arrays shaped like their scores (True = kept), so they take the
-same sharding as the parameters.
+same sharding as the parameters (also on meshes with ``Explicit`` axes, where every array
+built here carries its score's sharding in its type).
 
 The global top-k never concatenates or sorts the model. Scores are ordered by
-order-preserving uint32 keys and the k-th largest key is found by bisection on its 32 bits:
+order-preserving unsigned keys and the k-th largest key is found by bisection on its bits:
 each step is one count (a fused compare-and-sum over every leaf, comparing the scores with the
-float32 of the candidate key), so the search is exact, costs O(n) per step and runs on sharded
+float of the candidate key), so the search is exact, costs O(n) per step and runs on sharded
 leaves without gathering them. It stops as soon as a prefix has exactly k keys at or above it
 (typically after 20 to 30 steps on continuous scores). Ties at the threshold are broken by
 position (earlier leaf in ``jax.tree.leaves`` order, then lower flat index wins): only the one
 leaf holding the cut among the ties is searched, by bisection on the index. NaN ranks lowest,
 -0.0 ties with 0.0, and on backends that flush denormals (XLA:CPU, TPU) denormals tie with 0.
+
+Scores are ranked exactly in their own precision: float16, bfloat16 and float32 as float32
+(an exact widening), float64 (with ``jax_enable_x64``) on 64-bit keys; a group that mixes
+float64 with narrower leaves is ranked in float64. Integer and boolean scores are refused.
 """
 
 from __future__ import annotations
@@ -20,28 +25,69 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax import lax
 
-from jaxprune import paths
-
-_SIGN = np.uint32(0x80000000)
-_POS_INF_KEY = np.uint32(0xFF800000)  # _keys(+inf)
-_NEG_INF_KEY = np.uint32(0x007FFFFF)  # _keys(-inf)
+from jaxprune import _checks, paths
 
 
-def _keys(scores: jax.Array) -> jax.Array:
-    """Order-preserving float32 -> uint32 map; NaN ranks lowest, -0.0 equals +0.0."""
-    x = scores.astype(jnp.float32)
+class _KeyFormat(NamedTuple):
+    """The order-preserving key of one float width: ``float`` values, ``uint`` keys."""
+
+    float: Any
+    uint: Any
+    bits: int
+
+    @property
+    def sign(self) -> np.unsignedinteger:
+        return self.uint.type(1) << self.uint.type(self.bits - 1)
+
+    @property
+    def pos_inf_key(self) -> np.unsignedinteger:  # _keys(+inf)
+        inf = np.asarray(np.inf, self.float).view(self.uint)
+        return self.uint.type(inf | self.sign)
+
+    @property
+    def neg_inf_key(self) -> np.unsignedinteger:  # _keys(-inf)
+        return self.uint.type(~np.asarray(-np.inf, self.float).view(self.uint))
+
+    @property
+    def top(self) -> np.unsignedinteger:
+        return self.uint.type(np.iinfo(self.uint).max)
+
+
+_F32 = _KeyFormat(np.dtype(np.float32), np.dtype(np.uint32), 32)
+_F64 = _KeyFormat(np.dtype(np.float64), np.dtype(np.uint64), 64)
+
+
+def _format(leaves: list[jax.Array]) -> _KeyFormat:
+    """float64 keys when any leaf is float64, else float32 (exact for every narrower float)."""
+    return _F64 if any(jnp.dtype(s.dtype) == jnp.float64 for s in leaves) else _F32
+
+
+def _check_scores(scores: Any) -> None:
+    """TypeError naming the first leaf whose scores are not floating point."""
+    for path, s in jax.tree_util.tree_flatten_with_path(scores)[0]:
+        if not jnp.issubdtype(jnp.result_type(s), jnp.floating):
+            raise TypeError(
+                f"scores at {paths.path_str(path)} have dtype {jnp.result_type(s)}; scores "
+                "must be floating point (cast them, e.g. .astype(jnp.float32))"
+            )
+
+
+def _keys(scores: jax.Array, fmt: _KeyFormat) -> jax.Array:
+    """Order-preserving float -> unsigned map; NaN ranks lowest, -0.0 equals +0.0."""
+    x = scores.astype(fmt.float)
     x = jnp.where(x == 0, jnp.zeros_like(x), x)
-    bits = lax.bitcast_convert_type(x, jnp.uint32)
-    keys = jnp.where(bits >= _SIGN, ~bits, bits | _SIGN)
-    return jnp.where(jnp.isnan(x), jnp.uint32(0), keys)
+    bits = lax.bitcast_convert_type(x, fmt.uint)
+    keys = jnp.where(bits >= fmt.sign, ~bits, bits | fmt.sign)
+    return jnp.where(jnp.isnan(x), jnp.zeros_like(keys), keys)
 
 
 def _kept_count(density: jax.Array, n: int) -> jax.Array:
@@ -53,9 +99,30 @@ def _check_sparsity(sparsity: Any) -> None:
     try:
         value = float(sparsity)
     except (TypeError, jax.errors.ConcretizationTypeError):
-        return  # traced: checked where the schedule is built
+        return  # traced: checked when it runs (_checks.sparsity_in_range)
     if not 0.0 <= value < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {value}")
+
+
+def _typed_sharding(x: jax.Array) -> Any:
+    """The sharding in ``x``'s type where its mesh has Explicit axes (arrays built to match
+    ``x`` must carry it), else None (Auto axes: the compiler propagates shardings)."""
+    sharding = jax.typeof(x).sharding
+    types = getattr(sharding.mesh, "axis_types", ())
+    return sharding if any(t == jax.sharding.AxisType.Explicit for t in types) else None
+
+
+def _flat_index(x: jax.Array) -> jax.Array:
+    """int32 row-major flat index of every entry of ``x``, shaped and sharded like ``x``
+    (no flattening: that would gather a sharded leaf)."""
+    sharding = _typed_sharding(x)
+    index = jnp.zeros(x.shape, jnp.int32)
+    stride = 1
+    for dim in reversed(range(x.ndim)):
+        iota = lax.broadcasted_iota(jnp.int32, x.shape, dim, out_sharding=sharding)
+        index = index + iota * stride if dim < x.ndim - 1 else iota
+        stride *= x.shape[dim]
+    return index
 
 
 def grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> list[jax.Array]:
@@ -63,33 +130,53 @@ def grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> l
     :func:`topk`; use it directly for per-matrix counts, e.g. SMP-S's ratios).
 
     Args:
-      leaves: score arrays.
-      groups: group index of every leaf (0..G-1).
-      ks: int32[G], number of entries to keep per group.
+      leaves: floating-point score arrays.
+      groups: group index of every leaf (0..G-1); every group needs at least one leaf.
+      ks: int32[G], number of entries to keep per group (clipped to the group's size).
+
+    Raises:
+      ValueError: ``groups`` and ``leaves`` differ in length, or a group has no leaf.
+      TypeError: a leaf is not floating point.
     """
-    n_groups = int(ks.shape[0])
+    n_groups = int(ks.shape[0]) if jnp.ndim(ks) == 1 else -1
+    if n_groups < 1 or len(groups) != len(leaves):
+        raise ValueError(
+            f"grouped_topk needs one group index per leaf and ks of shape (G,): got "
+            f"{len(leaves)} leaves, {len(groups)} group indices, ks of shape {jnp.shape(ks)}"
+        )
     members = [[i for i, g in enumerate(groups) if g == j] for j in range(n_groups)]
-    values = [s.astype(jnp.float32) for s in leaves]
+    empty = [j for j, m in enumerate(members) if not m]
+    stray = sorted({g for g in groups if not 0 <= g < n_groups})
+    if empty or stray:
+        raise ValueError(
+            f"grouped_topk: every group 0..{n_groups - 1} needs at least one leaf; "
+            f"groups without leaves: {empty}, group indices out of range: {stray}"
+        )
+    _check_scores(leaves)
+    fmt = _format(leaves)
+    values = [s.astype(fmt.float) for s in leaves]
+    sizes = [sum(leaves[i].size for i in m) for m in members]
+    ks = jnp.clip(jnp.asarray(ks, jnp.int32), 0, jnp.asarray(sizes, jnp.int32))
 
     def count_ge(key: jax.Array, g: int) -> jax.Array:  # int32: group g's entries >= key
-        return sum((_count(values[i] >= _key_value(key)) for i in members[g]), jnp.int32(0))
+        return sum((_count(values[i] >= _key_value(key, fmt)) for i in members[g]), jnp.int32(0))
 
     def unfinished(state):
         bit, _, n_prefix = state
-        return (bit < 32) & jnp.any(n_prefix != ks)
+        return (bit < fmt.bits) & jnp.any(n_prefix != ks)
 
     def key_bit(state):
         bit, prefix, n_prefix = state
-        cand = prefix | jnp.left_shift(jnp.uint32(1), (31 - bit).astype(jnp.uint32))
+        one = jnp.ones((), fmt.uint)
+        cand = prefix | jnp.left_shift(one, (fmt.bits - 1 - bit).astype(fmt.uint))
         n_ge = jnp.stack([count_ge(cand[g], g) for g in range(n_groups)])
         take = n_ge >= ks
         return bit + 1, jnp.where(take, cand, prefix), jnp.where(take, n_ge, n_prefix)
 
     # tau: the largest key prefix with at least ks[g] keys at or above it. The search stops
     # once every group has exactly ks[g] there (then the mask is keys >= tau); a group that
-    # needs all 32 bits ends at its k-th largest key, tied across the cut.
-    sizes = jnp.asarray([sum(leaves[i].size for i in m) for m in members], jnp.int32)
-    start = (jnp.int32(0), jnp.zeros((n_groups,), jnp.uint32), sizes)
+    # needs every bit ends at its k-th largest key, tied across the cut.
+    start = (jnp.int32(0), jnp.zeros((n_groups,), fmt.uint), jnp.asarray(sizes, jnp.int32))
     _, tau, n_tau = lax.while_loop(unfinished, key_bit, start)
 
     def tie_bounds(g: int) -> list[jax.Array]:
@@ -97,8 +184,8 @@ def grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> l
         # so only one leaf of the group is cut: earlier members keep all their ties, later
         # ones none. Bisect on the index inside that leaf only.
         m = members[g]
-        above = [_above(values[i], tau[g]) for i in m]
-        tied = [_at_least(values[i], tau[g]) & ~a for i, a in zip(m, above, strict=True)]
+        above = [_above(values[i], tau[g], fmt) for i in m]
+        tied = [_at_least(values[i], tau[g], fmt) & ~a for i, a in zip(m, above, strict=True)]
         need = ks[g] - sum(_count(a) for a in above)  # ties to keep
         ties = jnp.stack([_count(t) for t in tied])
         before = jnp.cumsum(ties) - ties
@@ -123,35 +210,36 @@ def grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> l
     masks = []
     for i, s in enumerate(leaves):
         t = tau[groups[i]]
-        index = jnp.arange(s.size, dtype=jnp.int32).reshape(s.shape)
-        masks.append(_above(values[i], t) | (_at_least(values[i], t) & (index < bounds[i])))
+        at_cut = _at_least(values[i], t, fmt) & (_flat_index(s) < bounds[i])
+        masks.append(_above(values[i], t, fmt) | at_cut)
     return masks
 
 
-def _key_value(key: jax.Array) -> jax.Array:
-    """The float32 ``v`` with ``x >= v  <=>  _keys(x) >= key`` for every float32 ``x``, for a
-    uint32 ``key >= 1``: the search counts with float comparisons, which XLA:CPU runs about
-    1.6x faster than computing keys (every pass is one compare-and-count over the scores).
+def _key_value(key: jax.Array, fmt: _KeyFormat) -> jax.Array:
+    """The float ``v`` with ``x >= v  <=>  _keys(x) >= key`` for every float ``x`` of the
+    format, for a key ``>= 1``: the search counts with float comparisons, which XLA:CPU runs
+    about 1.6x faster than computing keys (every pass is one compare-and-count over the
+    scores).
 
     Keys with no float (NaN bit patterns) map to -inf below ``_keys(-inf)`` (every non-NaN
     entry passes, NaN never) and to NaN above ``_keys(+inf)`` (nothing passes). Backends that
     flush denormals (XLA:CPU, TPU) compare them as zeros: the search then treats them as ties
     of 0, and still keeps exactly k entries, since every count uses this one comparison."""
-    bits = jnp.where(key >= _SIGN, key ^ _SIGN, ~key)
-    value = lax.bitcast_convert_type(bits, jnp.float32)
-    value = jnp.where(key < _NEG_INF_KEY, -jnp.inf, value)
-    return jnp.where(key > _POS_INF_KEY, jnp.nan, value)
+    bits = jnp.where(key >= fmt.sign, key ^ fmt.sign, ~key)
+    value = lax.bitcast_convert_type(bits, fmt.float)
+    value = jnp.where(key < fmt.neg_inf_key, -jnp.inf, value)
+    return jnp.where(key > fmt.pos_inf_key, jnp.nan, value)
 
 
-def _at_least(x: jax.Array, key: jax.Array) -> jax.Array:
-    """``_keys(x) >= key`` for any uint32 ``key`` (all of x, NaN included, at key 0)."""
-    return (x >= _key_value(key)) | (key == 0)
+def _at_least(x: jax.Array, key: jax.Array, fmt: _KeyFormat) -> jax.Array:
+    """``_keys(x) >= key`` for any ``key`` (all of x, NaN included, at key 0)."""
+    return (x >= _key_value(key, fmt)) | (key == 0)
 
 
-def _above(x: jax.Array, key: jax.Array) -> jax.Array:
-    """``_keys(x) > key`` for any uint32 ``key``."""
-    top = key == jnp.uint32(0xFFFFFFFF)
-    return (x >= _key_value(jnp.where(top, key, key + 1))) & ~top
+def _above(x: jax.Array, key: jax.Array, fmt: _KeyFormat) -> jax.Array:
+    """``_keys(x) > key`` for any ``key``."""
+    top = key == fmt.top
+    return (x >= _key_value(jnp.where(top, key, key + 1), fmt)) & ~top
 
 
 def _count(hits: jax.Array) -> jax.Array:
@@ -160,10 +248,15 @@ def _count(hits: jax.Array) -> jax.Array:
     XLA:CPU splits a sum over a long axis into a tree whose first level reads a stored copy of
     its input; summing runs of 32 entries of the first axis in int8 first keeps the comparison
     fused into one pass, twice as fast or more. Other backends, whose reductions fuse (and
-    where splitting a sharded axis could move data), and first axes that do not split into
-    runs of 32, take one int32 sum.
+    where splitting a sharded axis could move data), first axes that do not split into runs
+    of 32, and leaves sharded in their type (Explicit mesh axes) take one int32 sum.
     """
-    if jax.default_backend() == "cpu" and hits.ndim and hits.shape[0] % 32 == 0:
+    if (
+        jax.default_backend() == "cpu"
+        and hits.ndim
+        and hits.shape[0] % 32 == 0
+        and _typed_sharding(hits) is None
+    ):
         runs = hits.reshape(hits.shape[0] // 32, 32, *hits.shape[1:])
         return jnp.sum(jnp.sum(runs, axis=1, dtype=jnp.int8), dtype=jnp.int32)
     return jnp.sum(hits, dtype=jnp.int32)
@@ -172,8 +265,7 @@ def _count(hits: jax.Array) -> jax.Array:
 def _tie_bound(tied: jax.Array, need: jax.Array) -> jax.Array:
     """Smallest flat index bound J such that ``need`` True entries of ``tied`` lie below J."""
     bits = max(1, math.ceil(math.log2(tied.size + 1)))
-    index = jnp.arange(tied.size, dtype=jnp.int32).reshape(tied.shape)  # no flattening:
-    # that would gather a sharded leaf
+    index = _flat_index(tied)
 
     def pos_bit(b, lo):
         cand = lo + (jnp.int32(1) << (bits - 1 - b))
@@ -198,8 +290,9 @@ def topk(
     flat index. NaN scores rank below everything.
 
     Args:
-      scores: pytree of float arrays (``None`` leaves are skipped and stay ``None``).
-      sparsity: fraction to prune, in [0, 1); may be traced.
+      scores: pytree of floating-point arrays (``None`` leaves are skipped and stay ``None``).
+      sparsity: fraction to prune, in [0, 1); may be traced (a traced value outside [0, 1)
+        raises when the computation runs: a ``JaxRuntimeError`` carrying the ValueError).
       scope: one threshold over all leaves, or one per leaf.
 
     Returns:
@@ -210,11 +303,18 @@ def topk(
     _check_sparsity(sparsity)
     if not jax.tree.leaves(scores):
         raise ValueError("topk got a score tree with no arrays")
+    _check_scores(scores)
     return _topk(scores, jnp.asarray(sparsity, jnp.float32), scope)
 
 
 @functools.partial(jax.jit, static_argnums=2)
 def _topk(scores: Any, sparsity: jax.Array, scope: str) -> Any:
+    _checks.sparsity_in_range(sparsity, "masks.topk")
+    return topk_unchecked(scores, sparsity, scope)
+
+
+def topk_unchecked(scores: Any, sparsity: jax.Array, scope: str) -> Any:
+    """:func:`topk` for callers that have checked ``scores`` and the traced ``sparsity``."""
     leaves, treedef = jax.tree.flatten(scores)
     density = 1.0 - sparsity
     if scope == "global":
@@ -234,20 +334,32 @@ def nm(scores: Any, n: int, m: int, axis: int = -1) -> Any:
     reduction dimension, as those kernels need).
 
     Raises:
-      ValueError: if ``not 0 < n <= m`` or a leaf's ``axis`` is not divisible by ``m``.
+      ValueError: if ``not 0 < n <= m``, a leaf is a scalar, or a leaf's ``axis`` is not
+        divisible by ``m`` (the path is named).
+      TypeError: a leaf is not floating point.
     """
     if not 0 < n <= m:
         raise ValueError(f"N:M needs 0 < n <= m, got n={n}, m={m}")
+    _check_scores(scores)
 
     def one(path, s):
         s = jnp.asarray(s)
+        if s.ndim == 0:
+            raise ValueError(
+                f"N:M groups entries along an axis; {paths.path_str(path)} is a scalar "
+                "(leave it out of the prunable selection)"
+            )
+        if not -s.ndim <= axis < s.ndim:
+            raise ValueError(
+                f"N:M axis={axis} is out of range for {paths.path_str(path)} of shape {s.shape}"
+            )
         ax = axis % s.ndim
         if s.shape[ax] % m:
             raise ValueError(
                 f"N:M with m={m}: dimension {ax} of {paths.path_str(path)} has size "
                 f"{s.shape[ax]}, not divisible by {m}"
             )
-        moved = jnp.moveaxis(_keys(s), ax, -1)
+        moved = jnp.moveaxis(_keys(s, _format([s])), ax, -1)
         grouped = moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m)
         # Descending by key, ascending by index: stable sort of the negated order.
         order = jnp.argsort(~grouped, axis=-1, stable=True)
@@ -258,19 +370,73 @@ def nm(scores: Any, n: int, m: int, axis: int = -1) -> Any:
     return jax.tree_util.tree_map_with_path(one, scores)
 
 
+def _is_unpruned(x: Any) -> bool:
+    """A mask leaf that stands for "not pruned": ``None``, or the ``optax.MaskedNode`` that
+    ``optax.masked`` / ``optax.multi_transform`` put where their inner state has no leaf."""
+    return x is None or isinstance(x, optax.MaskedNode)
+
+
+def _by_path(masks: Any, params: Any) -> list[Any]:
+    """The mask of every leaf of ``params`` (None where not pruned), matched by path so that
+    masks from an ``nnx.Optimizer`` state (leaves under ``.../value``) and from
+    ``optax.masked`` (``MaskedNode`` where not pruned) line up with plain params.
+
+    Raises:
+      ValueError: the two trees do not have the same paths, or a mask's shape differs.
+    """
+    flat_m = jax.tree_util.tree_flatten_with_path(masks, is_leaf=_is_unpruned)[0]
+    by_path = {paths.path_str(k): None if _is_unpruned(m) else m for k, m in flat_m}
+    flat_p = jax.tree_util.tree_flatten_with_path(params)[0]
+    names = [paths.path_str(k) for k, _ in flat_p]
+    missing = [n for n in names if n not in by_path]
+    extra = sorted(set(by_path) - set(names))
+    if missing or extra:
+        raise ValueError(
+            "masks do not match the tree of params: "
+            + "; ".join(
+                part
+                for part in (
+                    f"no mask for {missing[:5]}" if missing else "",
+                    f"masks for paths params lack: {extra[:5]}" if extra else "",
+                )
+                if part
+            )
+        )
+    out = []
+    for name, (_, p) in zip(names, flat_p, strict=True):
+        m = by_path[name]
+        if m is not None and np.shape(m) != np.shape(p):
+            raise ValueError(
+                f"masks at {name} has shape {np.shape(m)}, expected {np.shape(p)} as in params"
+            )
+        out.append(m)
+    return out
+
+
 def apply(params: Any, masks: Any) -> Any:
-    """Zeroes the pruned entries: ``where(mask, param, 0)``; leaves with a ``None`` mask pass."""
-    return jax.tree.map(
-        lambda m, p: p if m is None else jnp.where(m, p, jnp.zeros_like(p)),
-        masks,
-        params,
-        is_leaf=lambda x: x is None,
-    )
+    """Zeroes the pruned entries: ``where(mask, param, 0)``; leaves with a ``None`` mask pass.
+
+    Masks are matched to params by path (see :func:`sparsity_report`)."""
+    flat, treedef = jax.tree.flatten(params)
+    out = [
+        p if m is None else jnp.where(m, p, jnp.zeros_like(p))
+        for m, p in zip(_by_path(masks, params), flat, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, out)
 
 
-def sparsity(tree: Any) -> jax.Array:
-    """Fraction of pruned entries over all leaves: False for bool masks, zeros otherwise."""
-    leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
+def sparsity(tree: Any, prunable: paths.Prunable | None = None) -> jax.Array:
+    """Fraction of entries that are pruned: False in bool masks, exact zeros otherwise.
+
+    Every leaf counts, so on a params tree a fresh model's zero-initialised biases count as
+    pruned; pass ``prunable`` (the selection given to :func:`jaxprune.masked_optimizer`) to
+    count only the pruned leaves, or use :func:`sparsity_report` with the masks.
+    """
+    if prunable is not None:
+        chosen = jax.tree.leaves(paths.select(tree, prunable))
+        leaves = [jnp.asarray(x) for x, k in zip(jax.tree.leaves(tree), chosen, strict=True) if k]
+    else:
+        leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
     if not leaves:
         raise ValueError("sparsity of an empty tree")
     total = sum(x.size for x in leaves)
@@ -280,12 +446,15 @@ def sparsity(tree: Any) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class ReportRow:
-    """One leaf of a :class:`SparsityReport`."""
+    """One leaf of a :class:`SparsityReport`: ``kept`` entries of ``size`` (the mask's True
+    entries, or the non-zeros when no masks are given) and the leaf's non-zero ``nonzero``
+    entries."""
 
     path: str
     shape: tuple[int, ...]
     kept: int
     size: int
+    nonzero: int
 
     @property
     def sparsity(self) -> float:
@@ -294,10 +463,19 @@ class ReportRow:
 
 @dataclasses.dataclass(frozen=True)
 class SparsityReport:
-    """Per-leaf kept counts of the prunable leaves; ``str()`` renders a table."""
+    """Per-leaf kept counts of the prunable leaves; ``str()`` renders a table that says what
+    it counts.
+
+    Attributes:
+      rows: one per reported leaf.
+      other_params: entries of leaves that are not pruned.
+      counted: ``"masks"`` (kept = True mask entries) or ``"nonzeros"`` (kept = non-zero
+        parameter entries: no masks were given).
+    """
 
     rows: tuple[ReportRow, ...]
-    other_params: int  # entries of leaves that are not pruned
+    other_params: int
+    counted: Literal["masks", "nonzeros"] = "masks"
 
     @property
     def kept(self) -> int:
@@ -311,10 +489,21 @@ class SparsityReport:
     def sparsity(self) -> float:
         return 1.0 - self.kept / self.size if self.size else 0.0
 
+    @property
+    def unmasked_nonzeros(self) -> int:
+        """Non-zero parameter entries beyond what the masks keep: pruned weights that still
+        hold values (``hold_pruned=False`` between mask updates, or params never masked)."""
+        return sum(max(r.nonzero - r.kept, 0) for r in self.rows)
+
     def __str__(self) -> str:
         width = max([len(r.path) for r in self.rows] + [len("total (prunable)")])
         head = f"{'path':<{width}}  {'shape':>14}  {'kept':>11}  {'sparsity':>8}"
-        lines = [head, "-" * len(head)]
+        what = (
+            "kept = entries the masks keep (True)"
+            if self.counted == "masks"
+            else "kept = non-zero entries (no masks given: every leaf, zero biases count as pruned)"
+        )
+        lines = [what, head, "-" * len(head)]
         for r in self.rows:
             shape = "x".join(map(str, r.shape)) or "()"
             lines.append(f"{r.path:<{width}}  {shape:>14}  {r.kept:>11,}  {r.sparsity:>8.2%}")
@@ -322,6 +511,12 @@ class SparsityReport:
         total = f"{'total (prunable)':<{width}}  {self.size:>14,}"
         lines.append(f"{total}  {self.kept:>11,}  {self.sparsity:>8.2%}")
         lines.append(f"not pruned: {self.other_params:,} entries in other leaves")
+        if self.counted == "masks" and self.unmasked_nonzeros:
+            lines.append(
+                f"note: the params hold {self.unmasked_nonzeros:,} non-zero entries where the "
+                "masks prune (pruned weights that train between mask updates, "
+                "hold_pruned=False); jaxprune.masks.apply(params, masks) zeroes them"
+            )
         return "\n".join(lines)
 
 
@@ -329,30 +524,24 @@ def sparsity_report(params: Any, masks: Any | None = None) -> SparsityReport:
     """Per-leaf table of path, shape, kept entries and sparsity.
 
     Args:
-      params: parameter pytree.
-      masks: mask pytree from :func:`jaxprune.masks_of` (``None`` leaves = not prunable). When
-        omitted, every leaf is reported and its non-zeros count as kept.
+      params: parameter pytree (plain, or an ``nnx.State``).
+      masks: mask pytree from :func:`jaxprune.masks_of` (``None`` leaves = not prunable),
+        matched to ``params`` by path: masks from an ``nnx.Optimizer``'s state and from
+        ``optax.masked`` / ``optax.multi_transform`` (``MaskedNode`` where not prunable)
+        work too. When omitted, every leaf is reported and its non-zeros count as kept.
+
+    Raises:
+      ValueError: masks and params have different paths or shapes (the paths are named).
     """
-    flat_p, _ = jax.tree_util.tree_flatten_with_path(params)
-    if masks is None:
-        flat_m = [None] * len(flat_p)
-        report_all = True
-    else:
-        paths.check_same_structure(
-            params,
-            jax.tree.map(
-                lambda m, p: p if m is None else m, masks, params, is_leaf=lambda x: x is None
-            ),
-            what="masks",
-        )
-        flat_m = jax.tree.leaves(masks, is_leaf=lambda x: x is None)
-        report_all = False
+    flat_p = jax.tree_util.tree_flatten_with_path(params)[0]
+    flat_m = [None] * len(flat_p) if masks is None else _by_path(masks, params)
     rows, other = [], 0
     for (path, p), m in zip(flat_p, flat_m, strict=True):
         p = np.asarray(p)
-        if m is None and not report_all:
+        if m is None and masks is not None:
             other += p.size
             continue
-        kept = int(np.count_nonzero(np.asarray(m) if m is not None else p))
-        rows.append(ReportRow(paths.path_str(path), tuple(p.shape), kept, int(p.size)))
-    return SparsityReport(tuple(rows), other)
+        nonzero = int(np.count_nonzero(p))
+        kept = nonzero if m is None else int(np.count_nonzero(np.asarray(m)))
+        rows.append(ReportRow(paths.path_str(path), tuple(p.shape), kept, int(p.size), nonzero))
+    return SparsityReport(tuple(rows), other, "nonzeros" if masks is None else "masks")

@@ -28,20 +28,26 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from jaxprune import _checks, criteria, paths
 from jaxprune import masks as masks_lib
-from jaxprune import paths
 from jaxprune.criteria import Criterion
 
 MaskRule = Callable[[Any, chex.Array], Any]
 
 
+class NoEvidenceError(ValueError):
+    """A mask update would prune before the criterion's scores carry evidence (they are all
+    equal there, so the mask would keep entries by position)."""
+
+
 class MaskedOptimizerState(NamedTuple):
     """State of :func:`masked_optimizer`."""
 
-    step: chex.Array  # shape=(), int32: optimizer steps taken
+    step: chex.Array  # shape=(), int32: optimizer steps taken (skipped steps not counted)
     masks: chex.ArrayTree  # bool, shaped like params (True = kept); None where not prunable
     criterion: Any  # the criterion's state, over the prunable leaves
     inner: optax.OptState  # the inner optimizer's state, untouched
+    nonfinite: chex.Array  # shape=(), int32: steps skipped for non-finite gradients
 
 
 def _prunable_subtree(tree: Any, selection: Any) -> Any:
@@ -68,10 +74,142 @@ def _injected_learning_rate(inner_state: optax.OptState) -> chex.Array | None:
     return found[0] if found else None
 
 
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _as_criterion(criterion: Criterion | str) -> Criterion:
+    if isinstance(criterion, str):
+        return criteria.by_name(criterion)
+    if not isinstance(criterion, Criterion):
+        raise TypeError(
+            "criterion must be a jaxprune.Criterion (e.g. jaxprune.criteria.pins()) or its "
+            f"name, got {type(criterion).__name__}"
+        )
+    return criterion
+
+
+def _due_predicate(update_every: Any) -> Callable[[chex.Array], Any]:
+    if isinstance(update_every, int) and not isinstance(update_every, bool):
+        if update_every < 1:
+            raise ValueError(f"update_every must be >= 1, got {update_every}")
+        every = update_every
+        return lambda step: step % every == 0
+    if callable(update_every):
+        return update_every
+    raise TypeError(
+        "update_every must be an int >= 1 or a predicate step -> bool (e.g. "
+        f"jaxprune.schedules.every(10)), got {type(update_every).__name__} {update_every!r}"
+    )
+
+
+def _refuse_pruning_without_evidence(
+    criterion: Criterion, schedule: optax.Schedule, due: Callable[[chex.Array], Any]
+) -> None:
+    """ValueError when the top-k rule would prune before the criterion's scores carry
+    evidence (steps < ``criterion.warmup``: PINS and PLATON score 0 until their first window
+    is averaged), which would rank all-equal scores, i.e. keep entries by position."""
+    for t in range(criterion.warmup):
+        step = jnp.asarray(t, jnp.int32)
+        sparsity = float(schedule(step))
+        if bool(due(step)) and sparsity > 0:
+            raise NoEvidenceError(
+                f"criterion {criterion.name!r} scores every entry 0 before step "
+                f"{criterion.warmup} (its first window of {criterion.warmup} updates), but a "
+                f"mask update at step {t} asks for sparsity {sparsity:.4g}: ranking all-zero "
+                f"scores would keep entries by position. Begin pruning at step >= "
+                f"{criterion.warmup} (e.g. schedules.cubic(..., begin_step={criterion.warmup}))"
+                " or use a shorter window."
+            )
+
+
+def _checked_masks(new: Any, old: Any) -> Any:
+    """The masks of a mask rule, checked against the state's (structure, dtype, shape) and
+    given their sharding type (Explicit mesh axes), so both ``lax.cond`` branches agree."""
+    new_flat, new_def = jax.tree_util.tree_flatten_with_path(new, is_leaf=_is_none)
+    old_flat, old_def = jax.tree_util.tree_flatten_with_path(old, is_leaf=_is_none)
+    if not paths.same_treedef(new_def, old_def):
+        paths.check_same_structure(old, new, what="the mask rule's masks", ref_name="the masks")
+    out: list[Any] = []
+    for (path, m), (_, o) in zip(new_flat, old_flat, strict=True):
+        if (m is None) != (o is None):
+            raise ValueError(
+                f"the mask rule returned {'None' if m is None else 'an array'} at "
+                f"{paths.path_str(path)}, where the prunable selection has "
+                f"{'no leaf' if o is None else 'a leaf'}"
+            )
+        if m is None:
+            out.append(None)
+            continue
+        m = jnp.asarray(m)
+        if m.dtype != jnp.bool_ or m.shape != o.shape:
+            raise TypeError(
+                f"the mask rule returned {m.dtype}{list(m.shape)} at {paths.path_str(path)}; "
+                f"masks must be bool (True = kept) shaped like the parameter, {list(o.shape)}"
+            )
+        sharding = masks_lib._typed_sharding(o)
+        if sharding is not None and jax.typeof(m).sharding != sharding:
+            m = jax.sharding.reshard(m, sharding)
+        out.append(m)
+    return jax.tree_util.tree_unflatten(old_def, out)
+
+
+def _check_ranking(
+    scores: Any, masks: Any, step: chex.Array, warmup: int, scope: str, name: str
+) -> None:
+    """Fails at run time where a mask update keeps entries by position: before the
+    criterion's warmup (any entry pruned), or in a ranking group (all leaves, or each leaf
+    for ``scope="local"``) whose scores are all equal and whose masks keep some entries and
+    prune others."""
+    leaves = [s for s in jax.tree.leaves(scores) if s is not None]
+    mask_leaves = [m for m in jax.tree.leaves(masks) if m is not None]
+    names = paths.leaf_paths(masks)
+    if warmup:
+        pruned = sum((masks_lib._count(~m) for m in mask_leaves), jnp.int32(0))
+        _checks.fail_if(
+            (step < warmup) & (pruned > 0),
+            f"masked_optimizer: the mask rule pruned {{}} entries at step {{}}, before "
+            f"criterion {name!r} has evidence (step {warmup}): its scores are all 0 there",
+            pruned,
+            step,
+        )
+    evident = step >= warmup  # before: the message above, not the one below
+    lo = [jnp.min(s) for s in leaves]
+    hi = [jnp.max(s) for s in leaves]
+    kept = [jnp.any(m) for m in mask_leaves]
+    cut = [~jnp.all(m) for m in mask_leaves]
+    if scope == "global":
+        same = jnp.min(jnp.stack(lo)) == jnp.max(jnp.stack(hi))
+        _checks.fail_if(
+            evident & same & jnp.any(jnp.stack(kept)) & jnp.any(jnp.stack(cut)),
+            f"masked_optimizer: criterion {name!r} gave every prunable entry the same score "
+            "({}) at step {}: the mask would keep entries by position. Prune once the scores "
+            "differ, or choose another criterion.",
+            lo[0],
+            step,
+        )
+        return
+    flat_leaf = jnp.stack([(a == b) & k & c for a, b, k, c in zip(lo, hi, kept, cut, strict=True)])
+    first = jnp.argmax(flat_leaf)
+
+    def leaf_message(index: Any, value: Any, at: Any) -> None:
+        raise ValueError(
+            f"masked_optimizer: criterion {name!r} gave every entry of "
+            f"{names[int(index)]} the same score ({float(value)}) at step {int(at)}: its "
+            "mask would keep entries by position. Leave the leaf out of prunable, or prune "
+            "once its scores differ."
+        )
+
+    _checks.callback_if(
+        evident & jnp.any(flat_leaf), leaf_message, first, jnp.stack(lo)[first], step
+    )
+
+
 def masked_optimizer(
     inner: optax.GradientTransformation,
     *,
-    criterion: Criterion,
+    criterion: Criterion | str,
     schedule: optax.Schedule | float,
     prunable: paths.Prunable,
     scope: Literal["global", "local"] = "global",
@@ -80,16 +218,25 @@ def masked_optimizer(
     learning_rate: optax.ScalarOrSchedule | None = None,
     lr_step_offset: int = 0,
     hold_pruned: bool = True,
+    skip_nonfinite: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     """Wraps ``inner`` so that the selected parameters are pruned on a schedule.
+
+    Misuse is refused, never ranked silently: a mask update before the criterion's scores
+    carry evidence (``criterion.warmup``: PINS and PLATON score 0 for their first window), a
+    ranking over scores that are all equal (the mask would keep entries by position), a
+    schedule value outside [0, 1), integer leaves selected as prunable, and a mask rule
+    returning anything but bool masks shaped like the parameters. What can be checked when
+    the optimizer is built or its state initialised raises there; what depends on traced
+    values raises when the step runs (a ``JaxRuntimeError`` carrying the ValueError's text).
 
     Args:
       inner: any optax transformation (``optax.adamw(...)``, a chain, an
         ``inject_hyperparams`` optimizer, ...).
-      criterion: importance scores, from :mod:`jaxprune.criteria`.
+      criterion: importance scores, from :mod:`jaxprune.criteria` (or its name).
       schedule: step -> sparsity in [0, 1) (from :mod:`jaxprune.schedules`), or a constant.
       prunable: regex on ``/``-joined leaf paths, or predicate ``(path, leaf) -> bool``
-        (presets in :mod:`jaxprune.paths`).
+        (presets in :mod:`jaxprune.paths`); only floating-point leaves may be selected.
       scope: ``"global"``: one ranking over all prunable entries; ``"local"``: each leaf
         pruned to the scheduled sparsity on its own.
       update_every: recompute masks on steps divisible by this, or a predicate
@@ -100,34 +247,39 @@ def masked_optimizer(
         (PINS). When omitted, it is read from ``inner``'s state, which works when ``inner``
         is built with ``optax.inject_hyperparams``.
       lr_step_offset: evaluate ``learning_rate`` at ``step + offset``; the PINS code
-        uses the next step's rate (offset 1).
+        uses the next step's rate (offset 1). Needs ``learning_rate=``: the rate injected
+        into ``inner``'s state is the current step's only.
       hold_pruned: True (default): pruned entries are exactly 0 after every step. False
         reproduces the PLATON and PINS code, where masks are applied only on mask-update
         steps and pruned weights train, and may regrow, in between.
+      skip_nonfinite: True (default): a step whose gradients hold a NaN or an infinity
+        changes nothing (zero updates; inner, criterion and masks as they were; the step
+        count does not advance) and is counted in the state's ``nonfinite`` field
+        (:func:`masked_state`). False passes such gradients on, as plain optax does.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; its ``update`` needs ``params``.
     """
+    criterion = _as_criterion(criterion)
     if scope not in ("global", "local"):
         raise ValueError(f"scope must be 'global' or 'local', got {scope!r}")
     if not callable(schedule):
         from jaxprune import schedules
 
         schedule = schedules.constant(float(schedule))
-    if isinstance(update_every, int):
-        if update_every < 1:
-            raise ValueError(f"update_every must be >= 1, got {update_every}")
-        every = update_every
-
-        def due(step):
-            return step % every == 0
-
-    else:
-        due = update_every
+    due = _due_predicate(update_every)
+    if not isinstance(lr_step_offset, int) or isinstance(lr_step_offset, bool):
+        raise TypeError(f"lr_step_offset must be an int, got {lr_step_offset!r}")
+    if criterion.needs_lr and lr_step_offset and learning_rate is None:
+        raise ValueError(
+            f"lr_step_offset={lr_step_offset} needs learning_rate= (the schedule): the rate "
+            "injected into the inner optimizer's state is the current step's only"
+        )
     if mask_rule is None:
+        _refuse_pruning_without_evidence(criterion, schedule, due)
 
         def mask_rule(scores, sparsity):
-            return masks_lib.topk(scores, sparsity, scope=scope)
+            return masks_lib.topk_unchecked(scores, sparsity, scope)
 
     inner = optax.with_extra_args_support(inner)
 
@@ -142,6 +294,7 @@ def masked_optimizer(
 
     def init_fn(params: optax.Params) -> MaskedOptimizerState:
         selection = paths.select(params, prunable)
+        paths.check_floating(params, selection)
         sub = _prunable_subtree(params, selection)
         inner_state = inner.init(params)
         if (
@@ -155,9 +308,10 @@ def masked_optimizer(
             )
         return MaskedOptimizerState(
             step=jnp.zeros((), jnp.int32),
-            masks=jax.tree.map(lambda p: jnp.ones(p.shape, jnp.bool_), sub),
+            masks=jax.tree.map(lambda p: jnp.ones_like(p, dtype=jnp.bool_), sub),
             criterion=criterion.init(sub),
             inner=inner_state,
+            nonfinite=jnp.zeros((), jnp.int32),
         )
 
     def update_fn(
@@ -172,6 +326,7 @@ def masked_optimizer(
             )
         paths.check_same_structure(params, updates, what="gradients")
         selection = paths.select(params, prunable)
+        finite = _all_finite(updates) if skip_nonfinite else jnp.asarray(True)
         inner_updates, inner_state = inner.update(updates, state.inner, params, **extra_args)
         lr = lr_at(state.step, inner_state)
         scored = params
@@ -185,11 +340,20 @@ def masked_optimizer(
         )
 
         def recompute():
+            sparsity = jnp.asarray(schedule(state.step), jnp.float32)
+            _checks.sparsity_in_range(sparsity, "masked_optimizer", state.step)
             scores = criterion.scores(crit_state, _prunable_subtree(scored, selection))
-            return mask_rule(scores, schedule(state.step))
+            new = _checked_masks(mask_rule(scores, sparsity), state.masks)
+            _check_ranking(scores, new, state.step, criterion.warmup, scope, criterion.name)
+            return new
 
-        is_due = due(state.step)
-        new_masks = lax.cond(is_due, recompute, lambda: state.masks)
+        is_due = jnp.asarray(due(state.step))
+        if is_due.shape or not jnp.issubdtype(is_due.dtype, jnp.bool_):
+            raise TypeError(
+                f"update_every's predicate must return a bool scalar, got {is_due.dtype}"
+                f"{list(is_due.shape)}"
+            )
+        new_masks = lax.cond(is_due & finite, recompute, lambda: state.masks)
 
         def apply(m, u, p):
             if m is None:
@@ -197,26 +361,32 @@ def masked_optimizer(
             keep = m if hold_pruned else m | ~is_due
             return jnp.where(keep, u, (-p).astype(u.dtype))
 
-        masked = jax.tree.map(
-            apply,
-            new_masks,
-            inner_updates,
-            params,
-            is_leaf=_is_none,
+        masked = jax.tree.map(apply, new_masks, inner_updates, params, is_leaf=_is_none)
+        new_state = MaskedOptimizerState(
+            state.step + 1, new_masks, crit_state, inner_state, state.nonfinite
         )
-        return masked, MaskedOptimizerState(state.step + 1, new_masks, crit_state, inner_state)
+        if not skip_nonfinite:
+            return masked, new_state
+        kept = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_state, state)
+        skipped = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), masked)
+        return skipped, kept._replace(nonfinite=state.nonfinite + (~finite).astype(jnp.int32))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def masks_of(opt_state: optax.OptState) -> Any:
-    """The current masks inside any optimizer state that contains a ``masked_optimizer``.
+def masked_state(opt_state: optax.OptState, index: int | None = None) -> MaskedOptimizerState:
+    """The :class:`MaskedOptimizerState` inside any optimizer state.
 
-    Finds the state through ``optax.chain``, ``optax.MultiSteps``,
-    ``optax.inject_hyperparams`` and any other nesting of NamedTuples and tuples.
+    Finds it through ``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hyperparams``,
+    ``optax.masked`` / ``optax.multi_transform``, ``nnx.Optimizer``'s state and any other
+    nesting of NamedTuples, tuples and dicts.
 
-    Returns:
-      A bool pytree shaped like params (True = kept), ``None`` where not prunable.
+    Args:
+      opt_state: an optimizer state.
+      index: which one, in ``jax.tree.leaves`` order, when the state holds several.
+
+    Raises:
+      ValueError: none found, several found and no ``index``, or ``index`` out of range.
     """
     found = [
         s
@@ -225,6 +395,33 @@ def masks_of(opt_state: optax.OptState) -> Any:
     ]
     if not found:
         raise ValueError("no masked_optimizer state found in this optimizer state")
-    if len(found) > 1:
-        raise ValueError(f"found {len(found)} masked_optimizer states; pass the one you want")
-    return found[0].masks
+    if index is None:
+        if len(found) > 1:
+            raise ValueError(
+                f"found {len(found)} masked_optimizer states; choose one with index= "
+                f"(0..{len(found) - 1}, in jax.tree.leaves order)"
+            )
+        return found[0]
+    if not -len(found) <= index < len(found):
+        raise ValueError(f"index={index} but the state holds {len(found)} masked_optimizer states")
+    return found[index]
+
+
+def masks_of(opt_state: optax.OptState, index: int | None = None) -> Any:
+    """The current masks inside any optimizer state that contains a ``masked_optimizer``
+    (found as by :func:`masked_state`; ``index`` chooses among several).
+
+    Returns:
+      A bool pytree shaped like params (True = kept), ``None`` where not prunable.
+    """
+    return masked_state(opt_state, index).masks
+
+
+__all__ = [
+    "MaskRule",
+    "MaskedOptimizerState",
+    "NoEvidenceError",
+    "masked_optimizer",
+    "masked_state",
+    "masks_of",
+]

@@ -40,7 +40,13 @@ def _key_name(key: Any) -> str:
 
 
 def path_str(path: tuple[Any, ...]) -> str:
-    """Joins a JAX key path into ``a/b/0/c``."""
+    """Joins a JAX key path into ``a/b/0/c``.
+
+    The ``.value`` attribute that a Flax NNX variable adds to its leaf's path (in
+    ``nnx.state(model)`` or an ``nnx.Optimizer``'s state) is dropped, so ``.../kernel/value``
+    reads ``.../kernel`` as in the pure-dict params."""
+    if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+        path = path[:-1]
     return "/".join(_key_name(k) for k in path)
 
 
@@ -80,6 +86,23 @@ def select(tree: Any, prunable: Prunable) -> Any:
             f"prunable={prunable!r} selects no leaf of the {len(paths)} in params (paths: {shown})"
         )
     return jax.tree_util.tree_unflatten(treedef, chosen)
+
+
+def check_floating(tree: Any, selection: Any) -> None:
+    """TypeError naming the selected leaves that are not floating point (an integer or bool
+    leaf cannot be pruned: its update would be rounded, and zeroing it is no sparsity)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    bad = [
+        f"{path_str(p)} ({jax.numpy.result_type(x)})"
+        for (p, x), keep in zip(flat, jax.tree.leaves(selection), strict=True)
+        if keep and not jax.numpy.issubdtype(jax.numpy.result_type(x), jax.numpy.floating)
+    ]
+    if bad:
+        raise TypeError(
+            f"prunable selects leaves that are not floating point: {', '.join(bad[:5])}"
+            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            + "; narrow the selection"
+        )
 
 
 def same_treedef(a: PyTreeDef, b: PyTreeDef) -> bool:

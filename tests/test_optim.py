@@ -102,14 +102,14 @@ def test_eager_and_jit_agree():
     params, loss, _ = regression_problem()
     tx = jaxprune.masked_optimizer(
         optax.adamw(1e-2),
-        criterion=criteria.pins(),
-        schedule=schedules.constant(0.5),
+        criterion=criteria.pins(window=2),
+        schedule=schedules.cubic(0.5, begin_step=2, end_step=4),
         prunable="kernel",
         update_every=2,
         learning_rate=1e-2,
     )
-    a, _, _ = run(tx, params, loss, steps=4, jit=True)
-    b, _, _ = run(tx, params, loss, steps=4, jit=False)
+    a, _, _ = run(tx, params, loss, steps=6, jit=True)
+    b, _, _ = run(tx, params, loss, steps=6, jit=False)
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6), a, b)
 
 
@@ -227,7 +227,11 @@ def test_bad_inputs_raise_clear_errors():
         )
     with pytest.raises(ValueError, match="learning rate"):
         jaxprune.masked_optimizer(
-            optax.sgd(0.1), criterion=criteria.pins(), schedule=0.5, prunable="kernel"
+            optax.sgd(0.1),
+            criterion=criteria.pins(),
+            schedule=0.5,
+            prunable="kernel",
+            update_every=lambda step: step >= 10,  # first mask update at step 10
         ).init(params)
     with pytest.raises(ValueError, match="scope"):
         pruned_optimizer(criteria.magnitude(), scope="everything")

@@ -232,6 +232,7 @@ class ScoreMethod:
                 "cls/, lm_head/ or vocab_projector/); these params have none"
             )
         chosen = paths.select(params, self.prunable)
+        paths.check_floating(params, chosen)
         scores = jax.tree.map(
             lambda keep, p: jnp.full_like(p, self.score_init, dtype=jnp.float32) if keep else None,
             chosen,

@@ -19,7 +19,7 @@ from jaxprune import criteria, losses, masks, paths, schedules
 from jaxprune.methods.base import Run, Teacher, copy_tree
 from jaxprune.models import layers
 from jaxprune.models.heads import Output
-from jaxprune.optim import masked_optimizer, masks_of
+from jaxprune.optim import NoEvidenceError, masked_optimizer, masks_of
 from jaxprune.train.tasks import ModelFn, classes_view, task_loss
 
 Objective = Literal["task", "kd", "self_regularization", "sparsebert", "cross_correlation"]
@@ -103,17 +103,27 @@ class CriterionMethod:
         wd = run.weight_decay if self.weight_decay is None else self.weight_decay
         schedule, due = self.schedule(run)
         inner = optax.adamw(lr, eps=1e-8, weight_decay=wd)
-        tx = masked_optimizer(
-            inner,
-            criterion=criteria.by_name(self.criterion, **dict(self.criterion_args)),
-            schedule=schedule,
-            prunable=self.prunable,
-            scope=self.scope,
-            update_every=due,
-            learning_rate=lr,
-            lr_step_offset=self.lr_step_offset,
-            hold_pruned=self.hold_pruned,
-        )
+        criterion = criteria.by_name(self.criterion, **dict(self.criterion_args))
+        try:
+            tx = masked_optimizer(
+                inner,
+                criterion=criterion,
+                schedule=schedule,
+                prunable=self.prunable,
+                scope=self.scope,
+                update_every=due,
+                learning_rate=lr,
+                lr_step_offset=self.lr_step_offset,
+                hold_pruned=self.hold_pruned,
+            )
+        except NoEvidenceError as err:
+            raise NoEvidenceError(
+                f"{self.name}: pruning begins at step {run.step_at(self.begin)} (begin="
+                f"{self.begin} of a {run.total_steps}-step run) and a mask update prunes before "
+                f"step {criterion.warmup}, where {criterion.name}'s scores are still all 0. Set "
+                f"begin >= {criterion.warmup} (--set method_options.begin={criterion.warmup}) "
+                f"or train longer. ({err})"
+            ) from err
         return run.clipped(tx)
 
     def loss(self, forward: ModelFn, run: Run, teacher_forward: ModelFn | None = None):
