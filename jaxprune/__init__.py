@@ -6,18 +6,20 @@ The core is pure functions on parameter pytrees (:mod:`jaxprune.criteria`,
 training and compaction (:mod:`jaxprune.compact`) are imported on demand, not here.
 """
 
-from jaxprune import criteria, export, masks, paths, schedules, structured
+from jaxprune import criteria, export, failure, masks, paths, schedules, structured
 from jaxprune.criteria import Criterion
 from jaxprune.masks import sparsity, sparsity_report
-from jaxprune.optim import MaskedOptimizerState, masked_optimizer, masked_state, masks_of
+from jaxprune.optim import MaskedOptimizerState, check, masked_optimizer, masked_state, masks_of
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Criterion",
     "MaskedOptimizerState",
+    "check",
     "criteria",
     "export",
+    "failure",
     "masked_optimizer",
     "masked_state",
     "masks",

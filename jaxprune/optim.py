@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jaxprune import _checks, criteria, paths
+from jaxprune import criteria, failure, paths
 from jaxprune import masks as masks_lib
 from jaxprune.criteria import Criterion
 
@@ -48,6 +48,7 @@ class MaskedOptimizerState(NamedTuple):
     criterion: Any  # the criterion's state, over the prunable leaves
     inner: optax.OptState  # the inner optimizer's state, untouched
     nonfinite: chex.Array  # shape=(), int32: steps skipped for non-finite gradients
+    failure: failure.Failure  # the first refused mask update (jaxprune.failure); frozen after
 
 
 def _prunable_subtree(tree: Any, selection: Any) -> Any:
@@ -155,57 +156,6 @@ def _checked_masks(new: Any, old: Any) -> Any:
     return jax.tree_util.tree_unflatten(old_def, out)
 
 
-def _check_ranking(
-    scores: Any, masks: Any, step: chex.Array, warmup: int, scope: str, name: str
-) -> None:
-    """Fails at run time where a mask update keeps entries by position: before the
-    criterion's warmup (any entry pruned), or in a ranking group (all leaves, or each leaf
-    for ``scope="local"``) whose scores are all equal and whose masks keep some entries and
-    prune others."""
-    leaves = [s for s in jax.tree.leaves(scores) if s is not None]
-    mask_leaves = [m for m in jax.tree.leaves(masks) if m is not None]
-    names = paths.leaf_paths(masks)
-    if warmup:
-        pruned = sum((masks_lib._count(~m) for m in mask_leaves), jnp.int32(0))
-        _checks.fail_if(
-            (step < warmup) & (pruned > 0),
-            f"masked_optimizer: the mask rule pruned {{}} entries at step {{}}, before "
-            f"criterion {name!r} has evidence (step {warmup}): its scores are all 0 there",
-            pruned,
-            step,
-        )
-    evident = step >= warmup  # before: the message above, not the one below
-    lo = [jnp.min(s) for s in leaves]
-    hi = [jnp.max(s) for s in leaves]
-    kept = [jnp.any(m) for m in mask_leaves]
-    cut = [~jnp.all(m) for m in mask_leaves]
-    if scope == "global":
-        same = jnp.min(jnp.stack(lo)) == jnp.max(jnp.stack(hi))
-        _checks.fail_if(
-            evident & same & jnp.any(jnp.stack(kept)) & jnp.any(jnp.stack(cut)),
-            f"masked_optimizer: criterion {name!r} gave every prunable entry the same score "
-            "({}) at step {}: the mask would keep entries by position. Prune once the scores "
-            "differ, or choose another criterion.",
-            lo[0],
-            step,
-        )
-        return
-    flat_leaf = jnp.stack([(a == b) & k & c for a, b, k, c in zip(lo, hi, kept, cut, strict=True)])
-    first = jnp.argmax(flat_leaf)
-
-    def leaf_message(index: Any, value: Any, at: Any) -> None:
-        raise ValueError(
-            f"masked_optimizer: criterion {name!r} gave every entry of "
-            f"{names[int(index)]} the same score ({float(value)}) at step {int(at)}: its "
-            "mask would keep entries by position. Leave the leaf out of prunable, or prune "
-            "once its scores differ."
-        )
-
-    _checks.callback_if(
-        evident & jnp.any(flat_leaf), leaf_message, first, jnp.stack(lo)[first], step
-    )
-
-
 def masked_optimizer(
     inner: optax.GradientTransformation,
     *,
@@ -222,13 +172,16 @@ def masked_optimizer(
 ) -> optax.GradientTransformationExtraArgs:
     """Wraps ``inner`` so that the selected parameters are pruned on a schedule.
 
-    Misuse is refused, never ranked silently: a mask update before the criterion's scores
-    carry evidence (``criterion.warmup``: PINS and PLATON score 0 for their first window), a
-    ranking over scores that are all equal (the mask would keep entries by position), a
-    schedule value outside [0, 1), integer leaves selected as prunable, and a mask rule
-    returning anything but bool masks shaped like the parameters. What can be checked when
-    the optimizer is built or its state initialised raises there; what depends on traced
-    values raises when the step runs (a ``JaxRuntimeError`` carrying the ValueError's text).
+    Misuse is refused, never ranked silently. Raised when the optimizer is built, its state
+    initialised or its update traced: a mask update (top-k rule) due before the criterion's
+    scores carry evidence (``criterion.warmup``: PINS and PLATON score 0 for their first
+    window; :class:`NoEvidenceError`), integer leaves selected as prunable, a mask rule
+    returning anything but bool masks shaped like the parameters. Found only when a step
+    runs (traced values): a schedule value outside [0, 1), a mask rule pruning before the
+    warmup, scores all equal across a ranking (the mask would keep entries by position).
+    Such a mask update is refused and the optimizer frozen from that step on (zero updates,
+    state unchanged: nothing is lost); :func:`jaxprune.check` raises it, and
+    :func:`masks_of` and :func:`masked_state` check first (see :mod:`jaxprune.failure`).
 
     Args:
       inner: any optax transformation (``optax.adamw(...)``, a chain, an
@@ -312,6 +265,7 @@ def masked_optimizer(
             criterion=criterion.init(sub),
             inner=inner_state,
             nonfinite=jnp.zeros((), jnp.int32),
+            failure=failure.none(),
         )
 
     def update_fn(
@@ -341,11 +295,12 @@ def masked_optimizer(
 
         def recompute():
             sparsity = jnp.asarray(schedule(state.step), jnp.float32)
-            _checks.sparsity_in_range(sparsity, "masked_optimizer", state.step)
             scores = criterion.scores(crit_state, _prunable_subtree(scored, selection))
             new = _checked_masks(mask_rule(scores, sparsity), state.masks)
-            _check_ranking(scores, new, state.step, criterion.warmup, scope, criterion.name)
-            return new
+            found = failure.of_mask_update(
+                sparsity, scores, new, state.step, criterion.warmup, scope
+            )
+            return new, found
 
         is_due = jnp.asarray(due(state.step))
         if is_due.shape or not jnp.issubdtype(is_due.dtype, jnp.bool_):
@@ -353,7 +308,12 @@ def masked_optimizer(
                 f"update_every's predicate must return a bool scalar, got {is_due.dtype}"
                 f"{list(is_due.shape)}"
             )
-        new_masks = lax.cond(is_due & finite, recompute, lambda: state.masks)
+        live = state.failure.code == failure.NONE  # frozen after a refused mask update
+        usable = (finite | (not skip_nonfinite)) & live
+        new_masks, found = lax.cond(
+            is_due & usable, recompute, lambda: (state.masks, failure.none())
+        )
+        ok = usable & (found.code == failure.NONE)
 
         def apply(m, u, p):
             if m is None:
@@ -362,19 +322,42 @@ def masked_optimizer(
             return jnp.where(keep, u, (-p).astype(u.dtype))
 
         masked = jax.tree.map(apply, new_masks, inner_updates, params, is_leaf=_is_none)
-        new_state = MaskedOptimizerState(
-            state.step + 1, new_masks, crit_state, inner_state, state.nonfinite
+        stepped = MaskedOptimizerState(
+            state.step + 1, new_masks, crit_state, inner_state, state.nonfinite, state.failure
         )
-        if not skip_nonfinite:
-            return masked, new_state
-        kept = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_state, state)
-        skipped = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), masked)
-        return skipped, kept._replace(nonfinite=state.nonfinite + (~finite).astype(jnp.int32))
+        kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), stepped, state)
+        skipped = jax.tree.map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), masked)
+        return skipped, kept._replace(
+            nonfinite=state.nonfinite + (live & ~finite).astype(jnp.int32),
+            failure=failure.first(state.failure, found),
+        )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def masked_state(opt_state: optax.OptState, index: int | None = None) -> MaskedOptimizerState:
+def _masked_states(opt_state: optax.OptState) -> list[MaskedOptimizerState]:
+    return [
+        s
+        for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, MaskedOptimizerState))
+        if isinstance(s, MaskedOptimizerState)
+    ]
+
+
+def check(opt_state: optax.OptState) -> None:
+    """Raises :class:`jaxprune.failure.PruningError` if any ``masked_optimizer`` in
+    ``opt_state`` refused a mask update (and froze training there); a no-op otherwise, also
+    for states that hold no ``masked_optimizer``. Reads one scalar per state from the
+    device."""
+    for state in _masked_states(opt_state):
+        if int(state.failure.code) != failure.NONE:
+            raise failure.PruningError(
+                failure.message(jax.device_get(state.failure), paths.leaf_paths(state.masks))
+            )
+
+
+def masked_state(
+    opt_state: optax.OptState, index: int | None = None, *, checked: bool = True
+) -> MaskedOptimizerState:
     """The :class:`MaskedOptimizerState` inside any optimizer state.
 
     Finds it through ``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hyperparams``,
@@ -384,15 +367,13 @@ def masked_state(opt_state: optax.OptState, index: int | None = None) -> MaskedO
     Args:
       opt_state: an optimizer state.
       index: which one, in ``jax.tree.leaves`` order, when the state holds several.
+      checked: raise if it refused a mask update (:func:`check`); False to inspect it.
 
     Raises:
       ValueError: none found, several found and no ``index``, or ``index`` out of range.
+      jaxprune.failure.PruningError: it refused a mask update (``checked``).
     """
-    found = [
-        s
-        for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, MaskedOptimizerState))
-        if isinstance(s, MaskedOptimizerState)
-    ]
+    found = _masked_states(opt_state)
     if not found:
         raise ValueError("no masked_optimizer state found in this optimizer state")
     if index is None:
@@ -401,15 +382,17 @@ def masked_state(opt_state: optax.OptState, index: int | None = None) -> MaskedO
                 f"found {len(found)} masked_optimizer states; choose one with index= "
                 f"(0..{len(found) - 1}, in jax.tree.leaves order)"
             )
-        return found[0]
+        index = 0
     if not -len(found) <= index < len(found):
         raise ValueError(f"index={index} but the state holds {len(found)} masked_optimizer states")
+    if checked:
+        check(found[index])
     return found[index]
 
 
 def masks_of(opt_state: optax.OptState, index: int | None = None) -> Any:
     """The current masks inside any optimizer state that contains a ``masked_optimizer``
-    (found as by :func:`masked_state`; ``index`` chooses among several).
+    (found and checked as by :func:`masked_state`; ``index`` chooses among several).
 
     Returns:
       A bool pytree shaped like params (True = kept), ``None`` where not prunable.
@@ -421,6 +404,7 @@ __all__ = [
     "MaskRule",
     "MaskedOptimizerState",
     "NoEvidenceError",
+    "check",
     "masked_optimizer",
     "masked_state",
     "masks_of",

@@ -12,6 +12,7 @@ import pytest
 
 import jaxprune
 from jaxprune import criteria, masks, methods, paths, schedules
+from jaxprune.failure import PruningError
 
 JaxRuntimeError = jax.errors.JaxRuntimeError
 
@@ -72,7 +73,20 @@ def test_pruning_from_the_window_on_ranks_real_scores():
     assert a + b == 64 and 0 < a < 64 and 0 < b < 64, (a, b)
 
 
-def test_custom_mask_rule_before_evidence_fails_when_it_runs():
+def assert_refused_and_frozen(tx, params, n, match, grads=grads_of):
+    """``n`` steps: the refused one and every later one change nothing; check() raises."""
+    after, state = steps(tx, params, n, grads)
+    jax.tree.map(np.testing.assert_array_equal, after, params)
+    with pytest.raises(PruningError, match=match):
+        jaxprune.check(state)
+    with pytest.raises(PruningError, match=match):
+        jaxprune.masks_of(state)
+    inspected = jaxprune.masked_state(state, checked=False)
+    assert int(inspected.step) == 0 and all(bool(m.all()) for m in jax.tree.leaves(inspected.masks))
+    return inspected
+
+
+def test_custom_mask_rule_before_evidence_is_refused_when_it_runs():
     """A mask rule that ignores the schedule (N:M) cannot be checked when built."""
     tx = jaxprune.masked_optimizer(
         optax.adamw(1e-3),
@@ -82,20 +96,26 @@ def test_custom_mask_rule_before_evidence_fails_when_it_runs():
         prunable=r"kernel$",
         mask_rule=jaxprune.structured.nm_rule(2, 4),
     )
-    with pytest.raises(JaxRuntimeError, match=r"pruned 64 entries at step 0, before criterion"):
-        steps(tx, two_leaves(), 1)
+    assert_refused_and_frozen(
+        tx, two_leaves(), 3, r"step 0 .*pruned 64 entries before the criterion has evidence"
+    )
 
 
-def test_all_equal_scores_in_the_global_ranking_fail():
+def test_all_equal_scores_in_the_global_ranking_are_refused():
     """Taylor scores of a parameter with zero gradients are all 0: no ranking."""
     tx = jaxprune.masked_optimizer(
         optax.sgd(0.1), criterion=criteria.taylor(), schedule=0.5, prunable=r"kernel$"
     )
-    with pytest.raises(JaxRuntimeError, match=r"every prunable entry the same score \(0.0\)"):
-        steps(tx, two_leaves(), 1, grads=lambda p: jax.tree.map(jnp.zeros_like, p))
+    assert_refused_and_frozen(
+        tx,
+        two_leaves(),
+        2,
+        r"every prunable entry the same score \(0.0\)",
+        grads=lambda p: jax.tree.map(jnp.zeros_like, p),
+    )
 
 
-def test_a_constant_leaf_in_local_scope_fails_naming_it():
+def test_a_constant_leaf_in_local_scope_is_refused_naming_it():
     params = two_leaves()
     params["enc"]["b"]["kernel"] = jnp.ones((8, 8))
     tx = jaxprune.masked_optimizer(
@@ -105,8 +125,7 @@ def test_a_constant_leaf_in_local_scope_fails_naming_it():
         prunable=r"kernel$",
         scope="local",
     )
-    with pytest.raises(JaxRuntimeError, match=r"every entry of enc/b/kernel the same score"):
-        steps(tx, params, 1)
+    assert_refused_and_frozen(tx, params, 2, r"every entry of enc/b/kernel the same score")
 
 
 # 3. Schedules outside [0, 1) --------------------------------------------------------------
@@ -115,14 +134,15 @@ def test_a_constant_leaf_in_local_scope_fails_naming_it():
 @pytest.mark.parametrize(
     ("schedule", "match"),
     [
-        (optax.linear_schedule(0.0, 1.5, 4), r"sparsity 1.125 at step 3"),
-        (lambda step: jnp.float32(-0.5), r"sparsity -0.5 at step 0"),
-        (lambda step: jnp.float32(jnp.nan), r"sparsity nan at step 0"),
+        (optax.linear_schedule(0.0, 1.5, 4), r"at step 3 .* sparsity 1.125;"),
+        (lambda step: jnp.float32(-0.5), r"at step 0 .* sparsity -0.5;"),
+        (lambda step: jnp.float32(jnp.nan), r"at step 0 .* sparsity nan;"),
     ],
     ids=["above-1", "negative", "nan"],
 )
-def test_schedule_values_outside_the_unit_interval_fail_at_their_step(schedule, match):
-    """Issue 17 case 3: 1.5 pruned everything, -0.5 nothing, silently."""
+def test_schedule_values_outside_the_unit_interval_are_refused_at_their_step(schedule, match):
+    """Issue 17 case 3: 1.5 pruned everything, -0.5 nothing, silently. Now the step is
+    refused, training frozen before it, and check() names it."""
     tx = jaxprune.masked_optimizer(
         optax.sgd(0.1),
         criterion=criteria.magnitude(),
@@ -130,8 +150,14 @@ def test_schedule_values_outside_the_unit_interval_fail_at_their_step(schedule, 
         prunable=r"kernel$",
         update_every=1,
     )
-    with pytest.raises(JaxRuntimeError, match=match):
-        steps(tx, two_leaves(), 5)
+    params = two_leaves()
+    before, _ = steps(tx, params, 3)
+    after, state = steps(tx, params, 5)
+    if "1.125" in match:  # steps 0-2 trained; 3 and 4 changed nothing
+        jax.tree.map(np.testing.assert_array_equal, after, before)
+        assert int(jaxprune.masked_state(state, checked=False).step) == 3
+    with pytest.raises(PruningError, match=match):
+        jaxprune.check(state)
 
 
 def test_topk_with_a_traced_sparsity_outside_the_interval_fails():
