@@ -106,12 +106,17 @@ def _due_predicate(update_every: Any) -> Callable[[chex.Array], Any]:
 
 
 def _refuse_pruning_without_evidence(
-    criterion: Criterion, schedule: optax.Schedule, due: Callable[[chex.Array], Any]
+    criterion: Criterion,
+    schedule: optax.Schedule,
+    due: Callable[[chex.Array], Any],
+    total_steps: int | None,
 ) -> None:
-    """ValueError when the top-k rule would prune before the criterion's scores carry
-    evidence (steps < ``criterion.warmup``: PINS and PLATON score 0 until their first window
-    is averaged), which would rank all-equal scores, i.e. keep entries by position."""
-    for t in range(criterion.warmup):
+    """NoEvidenceError when the top-k rule would prune at a step (of the run) before the
+    criterion's scores carry evidence (steps < ``criterion.warmup``: PINS and PLATON score 0
+    until their first window is averaged), which would rank all-equal scores, i.e. keep
+    entries by position."""
+    last = criterion.warmup if total_steps is None else min(criterion.warmup, total_steps)
+    for t in range(last):
         step = jnp.asarray(t, jnp.int32)
         sparsity = float(schedule(step))
         if bool(due(step)) and sparsity > 0:
@@ -169,6 +174,7 @@ def masked_optimizer(
     lr_step_offset: int = 0,
     hold_pruned: bool = True,
     skip_nonfinite: bool = True,
+    total_steps: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Wraps ``inner`` so that the selected parameters are pruned on a schedule.
 
@@ -209,6 +215,8 @@ def masked_optimizer(
         changes nothing (zero updates; inner, criterion and masks as they were; the step
         count does not advance) and is counted in the state's ``nonfinite`` field
         (:func:`masked_state`). False passes such gradients on, as plain optax does.
+      total_steps: the run's length, when known: the check that no mask update prunes
+        before the criterion's warmup then looks at the run's steps only.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; its ``update`` needs ``params``.
@@ -229,7 +237,7 @@ def masked_optimizer(
             "injected into the inner optimizer's state is the current step's only"
         )
     if mask_rule is None:
-        _refuse_pruning_without_evidence(criterion, schedule, due)
+        _refuse_pruning_without_evidence(criterion, schedule, due, total_steps)
 
         def mask_rule(scores, sparsity):
             return masks_lib.topk_unchecked(scores, sparsity, scope)

@@ -13,6 +13,7 @@ import pytest
 import jaxprune
 from jaxprune import criteria, masks, methods, paths, schedules
 from jaxprune.failure import PruningError
+from jaxprune.optim import NoEvidenceError
 
 JaxRuntimeError = jax.errors.JaxRuntimeError
 
@@ -512,3 +513,13 @@ def test_report_flags_pruned_weights_that_hold_values():
     report = jaxprune.sparsity_report(params, jaxprune.masks_of(state))
     assert report.sparsity == 0.5 and report.unmasked_nonzeros == 64
     assert "non-zero entries where the masks prune" in str(report)
+
+
+@pytest.mark.parametrize("name", ["pins", "platon"])
+def test_a_preset_pruning_before_its_window_names_the_option(name):
+    """`jaxprune train ... demo.py:pins --set steps=10` reported 90% sparsity with layer 0
+    dense and layers 1-5 empty; the preset now says which option to change."""
+    run = methods.Run(total_steps=10)
+    with pytest.raises(NoEvidenceError, match=r"begin >= 10 \(--set method_options.begin=10\)"):
+        methods.get(name).optimizer(run, two_leaves())
+    methods.get(name, begin=10, end=0.95).optimizer(methods.Run(total_steps=20), two_leaves())

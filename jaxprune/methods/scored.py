@@ -115,6 +115,7 @@ class CriterionMethod:
                 learning_rate=lr,
                 lr_step_offset=self.lr_step_offset,
                 hold_pruned=self.hold_pruned,
+                total_steps=run.total_steps,
             )
         except NoEvidenceError as err:
             raise NoEvidenceError(
@@ -311,3 +312,10 @@ def _first_tokens(hidden: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]
     valid = batch.get("valid")
     weights = jnp.ones(first.shape[:-1]) if valid is None else jnp.asarray(valid)
     return first.reshape(-1, first.shape[-1]), weights.reshape(-1).astype(jnp.float32)
+
+
+__all__ = [
+    "PRESETS",
+    "CriterionMethod",
+    "Objective",
+]
