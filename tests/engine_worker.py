@@ -1,20 +1,28 @@
 """Trains a tiny BERT with masked_optimizer through the engine; run as a subprocess.
 
     python tests/engine_worker.py --out OUT.npz --run-dir DIR [--devices 8 --data 4 --model 2]
-        [--fsdp] [--steps 20] [--coordinator 127.0.0.1:PORT --num-processes 2 --process-id I]
+        [--fsdp] [--axis-types auto|explicit|mixed] [--set-mesh] [--steps 20]
+        [--checkpoint-every 3]
+        [--coordinator 127.0.0.1:PORT --num-processes 2 --process-id I --heartbeat-timeout S]
         [--sleep-at STEP --sleep-seconds S] [--nan-at STEP]
 
 It sets XLA_FLAGS for ``--devices`` before importing jax, trains, and (process 0) writes
 the final params and masks to OUT.npz, plus the shardings it saw to OUT.json.
+``--axis-types``: both mesh axes Auto, both Explicit, or Explicit ``data`` with Auto
+``model`` (mixed); default: ``train.make_mesh``'s. ``--set-mesh`` runs everything under
+``jax.set_mesh(mesh)``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+
+QUERY = "bert/encoder/layer/0/attention/self/query/kernel"
 
 
 def parse() -> argparse.Namespace:
@@ -25,10 +33,14 @@ def parse() -> argparse.Namespace:
     p.add_argument("--data", type=int, default=1)
     p.add_argument("--model", type=int, default=1)
     p.add_argument("--fsdp", action="store_true")
+    p.add_argument("--axis-types", choices=["auto", "explicit", "mixed"])
+    p.add_argument("--set-mesh", action="store_true", help="run under jax.set_mesh(mesh)")
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--checkpoint-every", type=int, default=3)
     p.add_argument("--coordinator")
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
+    p.add_argument("--heartbeat-timeout", type=int, default=100, help="seconds")
     p.add_argument("--sleep-at", type=int, default=-1, help="pause before this step's batch")
     p.add_argument("--sleep-seconds", type=float, default=600.0)
     p.add_argument("--nan-at", type=int, default=-1, help="feed a NaN batch at this step")
@@ -37,15 +49,50 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    # XLA:CPU's concurrency-optimized schedule lets simulated devices enter the collectives
+    # of masked_optimizer's mask-update branch (a lax.cond) and of the forward pass in
+    # different orders: under CPU load the run deadlocks ("Termination timeout for all
+    # reduce ... 40 seconds exceeded"). The plain schedule keeps one order on every device.
+    os.environ["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={args.devices} "
+        "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+    )
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
 
     if args.coordinator:
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        from jaxprune.train import distributed
+
+        distributed.initialize(
+            args.coordinator,
+            args.num_processes,
+            args.process_id,
+            heartbeat_timeout_s=args.heartbeat_timeout,
+        )
+    from jax.sharding import AxisType
+
+    from jaxprune import train
+
+    types = {
+        "auto": AxisType.Auto,
+        "explicit": AxisType.Explicit,
+        "mixed": (AxisType.Explicit, AxisType.Auto),
+        None: None,
+    }[args.axis_types]
+    mesh = train.make_mesh(args.data, args.model, axis_types=types)
+    with jax.set_mesh(mesh) if args.set_mesh else contextlib.nullcontext():
+        run(args, mesh)
+    if args.coordinator:
+        jax.distributed.shutdown()
+    sys.exit(0)
+
+
+def run(args: argparse.Namespace, mesh) -> None:
+    import jax
     import numpy as np
     import optax
     from flax import nnx
+    from jax.experimental import multihost_utils
 
     import jaxprune
     from jaxprune import train
@@ -65,13 +112,12 @@ def main() -> None:
     forward = train.model_fn(model)
     tx = jaxprune.masked_optimizer(
         optax.adamw(1e-3),
-        criterion=jaxprune.criteria.pins(),
+        criterion=jaxprune.criteria.pins(window=2),
         schedule=jaxprune.schedules.cubic(0.8, begin_step=2, end_step=14),
         prunable=jaxprune.paths.BERT_ENCODER_KERNELS_AND_BIASES,
         update_every=jaxprune.schedules.every(4, final_from=14),
         learning_rate=1e-3,
     )
-    mesh = train.make_mesh(args.data, args.model)
     layout = train.Sharding(mesh, fsdp=args.fsdp)
     param_sh = layout.params(params, logical_axes(model))
     state = train.init_state(params, tx, seed=0)
@@ -117,13 +163,16 @@ def main() -> None:
     state, _ = train.fit(
         run_dir=args.run_dir,
         config=train.LoopConfig(
-            steps=args.steps, steps_per_epoch=8, log_every=5, checkpoint_every=3, progress=False
+            steps=args.steps,
+            steps_per_epoch=8,
+            log_every=5,
+            checkpoint_every=args.checkpoint_every,
+            progress=False,
         ),
         state=state,
         train_step=nan_guard if args.nan_at >= 0 else step,
         batches=batches,
     )
-    from jax.experimental import multihost_utils
 
     masks = jaxprune.masks_of(state.opt_state)
     flat = {}
@@ -134,33 +183,27 @@ def main() -> None:
             )
     if jax.process_index() == 0:
         np.savez(args.out, **flat)
-        shardings = {
-            "query_kernel": str(
-                state.params["bert"]["encoder"]["layer"][0]["attention"]["self"]["query"][
-                    "kernel"
-                ].sharding.spec
-            ),
-            "query_mask": str(
-                masks["bert"]["encoder"]["layer"][0]["attention"]["self"]["query"][
-                    "kernel"
-                ].sharding.spec
-            ),
-            "query_importance": str(
-                state.opt_state.criterion.importance["bert"]["encoder"]["layer"][0]["attention"][
-                    "self"
-                ]["query"]["kernel"].sharding.spec
-            ),
-            "addressable_shards": len(
-                state.params["bert"]["encoder"]["layer"][0]["attention"]["self"]["query"][
-                    "kernel"
-                ].addressable_shards
-            ),
+
+        def query(tree, within: str = ""):  # the first layer's query kernel inside `tree`
+            leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+            (leaf,) = [
+                x
+                for k, x in leaves
+                if (p := jaxprune.paths.path_str(k)).endswith(QUERY) and within in p
+            ]
+            return leaf
+
+        kernel = query(state.params)
+        seen = {
+            "query_kernel": str(kernel.sharding.spec),
+            "query_mask": str(query(masks).sharding.spec),
+            "query_importance": str(query(state.opt_state.criterion.importance).sharding.spec),
+            "query_adam_mu": str(query(state.opt_state.inner, "mu/").sharding.spec),
+            "addressable_shards": len(kernel.addressable_shards),
+            "axis_types": [t.name for t in kernel.sharding.mesh.axis_types],
         }
         with open(args.out.replace(".npz", ".json"), "w") as f:
-            json.dump(shardings, f)
-    if args.coordinator:
-        jax.distributed.shutdown()
-    sys.exit(0)
+            json.dump(seen, f)
 
 
 if __name__ == "__main__":

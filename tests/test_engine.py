@@ -1,13 +1,16 @@
-"""The engine across devices, processes and interruptions, each run in a subprocess.
+"""The engine across devices, mesh axis types, processes and interruptions, each run in a
+subprocess.
 
 Every run trains the same tiny BERT with PINS pruning (tests/engine_worker.py) for 20 steps
-and saves its final params and masks; runs are compared with the one-device run.
+and saves its final params and masks; runs are compared with the one-device run. The default
+run keeps to what fits in about two minutes on two cores; ``-m slow`` runs the rest.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -51,7 +54,7 @@ def assert_same(a: dict, b: dict, tol: float) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("reference")
-    return load(run_worker(tmp, "one_device"))
+    return load(run_worker(tmp, "one_device", "--checkpoint-every", "100"))
 
 
 def free_port() -> int:
@@ -60,18 +63,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("fsdp", [False, True], ids=["data4xmodel2", "fsdp"])
-def test_sharded_step_matches_one_device(tmp_path, reference, fsdp):
-    flags = ["--devices", "8", "--data", "4", "--model", "2"] + (["--fsdp"] if fsdp else [])
-    out = run_worker(tmp_path, "sharded", *flags)
+LAYOUTS = {  # 8 devices: flags, and the spec of the query kernel (heads on `model`)
+    "dp": (["--data", "8"], "P(None, 'model')"),
+    "tp": (["--data", "4", "--model", "2"], "P(None, 'model')"),
+    "fsdp": (["--data", "4", "--model", "2", "--fsdp"], "P('data', 'model')"),
+}
+AXIS_TYPES = {  # mesh axis types (data, model) each --axis-types gives
+    "auto": ["Auto", "Auto"],
+    "explicit": ["Explicit", "Explicit"],
+    "mixed": ["Explicit", "Auto"],
+}
+# (axis types, layout, under jax.set_mesh): every axis type in every layout; the default run
+# covers each axis type and each layout once, with and without jax.set_mesh.
+MATRIX = [("explicit", "tp", True), ("mixed", "fsdp", False), ("auto", "dp", True)]
+SLOW_MATRIX = [
+    ("explicit", "dp", False),
+    ("explicit", "fsdp", True),
+    ("mixed", "dp", True),
+    ("mixed", "tp", False),
+    ("auto", "tp", False),
+    ("auto", "fsdp", False),
+]
+
+
+@pytest.mark.parametrize(
+    "axis_types, layout, set_mesh",
+    MATRIX + [pytest.param(*case, marks=pytest.mark.slow) for case in SLOW_MATRIX],
+    ids=lambda v: ("set_mesh" if v else "no_mesh") if isinstance(v, bool) else v,
+)
+def test_sharded_step_matches_one_device(tmp_path, reference, axis_types, layout, set_mesh):
+    flags, spec = LAYOUTS[layout]
+    flags = ["--devices", "8", *flags, "--axis-types", axis_types, "--checkpoint-every", "100"]
+    out = run_worker(tmp_path, "sharded", *flags, *(["--set-mesh"] if set_mesh else []))
     assert_same(load(out), reference, tol=1e-5)
     seen = json.loads(out.with_suffix(".json").read_text())
-    spec = "P('data', 'model')" if fsdp else "P(None, 'model')"
-    # params, their masks and the criterion state are sharded alike, over 8 devices
-    assert seen["query_kernel"] == seen["query_mask"] == seen["query_importance"] == spec
+    assert seen["axis_types"] == AXIS_TYPES[axis_types]
+    # params, their masks, the criterion state and Adam's moments are sharded alike
+    state = ("query_kernel", "query_mask", "query_importance", "query_adam_mu")
+    assert {key: seen[key] for key in state} == dict.fromkeys(state, spec)
     assert seen["addressable_shards"] == 8
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, reference):
     port = free_port()
     procs = [
@@ -126,6 +159,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, reference):
     assert_same(load(resumed), reference, tol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pause", [10, 11], ids=["between_saves", "on_a_save_step"])
 def test_sigterm_saves_before_exiting(tmp_path, reference, pause):
     _, proc = run_worker(
@@ -141,6 +175,7 @@ def test_sigterm_saves_before_exiting(tmp_path, reference, pause):
     assert_same(load(resumed), reference, tol=0)
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path, reference):
     """JAX's preemption service makes both hosts save the same step, though only one hears."""
     port = free_port()
@@ -169,6 +204,43 @@ def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path, reference):
         output, _ = p.communicate(timeout=TIMEOUT)
         assert p.returncode == 0, output.decode()[-3000:]
     assert_same(load(tmp_path / "proc0.npz"), reference, tol=1e-5)
+
+
+def test_dead_process_stops_the_other_within_heartbeat_timeout(tmp_path):
+    """Process 1 is SIGKILLed mid-run while process 0 trains on: JAX's coordination service
+    misses process 1's heartbeats and ends process 0 (non-zero) within the timeout, saying so.
+    """
+    port, heartbeat = free_port(), 10
+    flags = ["--devices", "4", "--data", "8", "--coordinator", f"127.0.0.1:{port}"]
+    flags += ["--num-processes", "2", "--heartbeat-timeout", str(heartbeat), "--sleep-at", "2"]
+
+    def start(i: int, sleep: str) -> subprocess.Popen:
+        return run_worker(
+            tmp_path,
+            f"proc{i}",
+            *flags,
+            "--process-id",
+            str(i),
+            "--sleep-seconds",
+            sleep,
+            wait=False,
+            run_dir="run",
+        )[1]
+
+    procs = [start(0, "1"), start(1, "600")]  # process 0 then waits in step 2's all-reduce
+    try:
+        wait_for(tmp_path / "run" / "paused.1", procs[1])
+        procs[1].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        output = procs[0].communicate(timeout=heartbeat + 60)[0].decode()
+        waited = time.monotonic() - killed
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[0].returncode != 0, output[-3000:]
+    assert waited < heartbeat + 30, f"process 0 took {waited:.0f} s to stop"
+    assert "another task died" in output, output[-3000:]
+    assert re.search(r"stopped sending heartbeats\):\s+1\n", output), output[-3000:]  # names 1
 
 
 def test_nan_stops_with_step_and_last_checkpoint(tmp_path):

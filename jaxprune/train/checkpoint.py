@@ -128,3 +128,10 @@ class Checkpointer:
         self.latest.close()
         if self.best is not None:
             self.best.close()
+
+
+__all__ = [
+    "CheckpointError",
+    "Checkpointer",
+    "abstract",
+]

@@ -5,6 +5,11 @@ A method supplies ``loss_fn(params, batch, rng, teacher, step) -> (loss, aux)`` 
 student checkpoint, or None), ``step`` the int32 optimizer step (for schedules inside the
 loss) and ``aux`` a dict of scalars to log. The step does the rest:
 dropout RNG, gradient accumulation, the (masked) optimizer, and non-finite detection.
+
+On a mesh with Explicit axes (``train.make_mesh``'s default) the loss and its gradients are
+computed with every axis Auto, so losses and models written for Auto meshes run unchanged;
+the gradients come out typed like their parameters and the optimizer runs in Explicit mode,
+so its state is sharded like the parameters by construction.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec
+
+from jaxprune.train import mesh as mesh_lib
 
 LossFn = Callable[[Any, dict, jax.Array, Any, jax.Array], tuple[jax.Array, dict]]
 
@@ -62,6 +70,8 @@ def train_step_fn(
 
     Returns:
       A pure function; ``metrics`` holds ``loss``, ``grad_norm``, ``finite`` and ``aux``.
+      Tracing it raises :class:`~jaxprune.train.MeshMismatchError` when the state, batch,
+      teacher and ``jax.set_mesh`` context are not all on one mesh.
     """
     if grad_accum < 1:
         raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
@@ -92,8 +102,17 @@ def train_step_fn(
         return jax.tree.map(lambda x: x / grad_accum, total)
 
     def step(state: TrainState, batch: dict, teacher: Any = None) -> tuple[TrainState, dict]:
+        mesh = mesh_lib.typed_mesh(state=state, batch=batch, teacher=teacher)
         rng, dropout_rng = jax.random.split(state.rng)
-        (loss, aux), grads = grads_of(state.params, batch, dropout_rng, teacher, state.step)
+
+        def out_sharding(mesh: AbstractMesh) -> tuple[NamedSharding, Any]:
+            # (loss, aux) replicated, the gradients typed like their parameters
+            typed = jax.tree.map(lambda p: mesh_lib.typed_sharding(mesh, p), state.params)
+            return NamedSharding(mesh, PartitionSpec()), typed
+
+        (loss, aux), grads = mesh_lib.auto_axes_call(
+            grads_of, mesh, out_sharding, state.params, batch, dropout_rng, teacher, state.step
+        )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & _all_finite(grads)
@@ -104,3 +123,11 @@ def train_step_fn(
         return TrainState(state.step + 1, params, opt_state, rng), metrics
 
     return step
+
+
+__all__ = [
+    "LossFn",
+    "TrainState",
+    "init_state",
+    "train_step_fn",
+]

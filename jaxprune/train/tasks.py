@@ -17,19 +17,29 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec
 
 from jaxprune import losses
 from jaxprune.models.heads import Output
+from jaxprune.train import mesh as mesh_lib
 
 ModelFn = Callable[..., Output]
 PACKING_INPUTS = ("position_ids", "segment_ids", "cls_positions")
 
 
 def model_fn(model: nnx.Module) -> ModelFn:
-    """A pure forward: ``f(params, batch, *, train=False, rng=None, **outputs)``."""
+    """A pure forward: ``f(params, batch, *, train=False, rng=None, **outputs)``.
+
+    On a mesh with Explicit axes the model runs with every axis Auto and every output array
+    (all have the batch as leading axis) comes back sharded like ``batch["input_ids"]``'s
+    leading axis, replicated over the rest.
+
+    Raises:
+      MeshMismatchError: params, batch and the ``jax.set_mesh`` context disagree on the mesh.
+    """
     graphdef = nnx.graphdef(model)
 
-    def forward(params: Any, batch: dict, *, train: bool = False, rng=None, **outputs) -> Output:
+    def run(params: Any, batch: dict, rng: Any, train: bool, outputs: dict) -> Output:
         module = nnx.merge(graphdef, params)
         rngs = nnx.Rngs(dropout=rng) if train else None
         inputs = [batch["input_ids"], batch.get("attention_mask")]
@@ -37,6 +47,17 @@ def model_fn(model: nnx.Module) -> ModelFn:
             inputs.append(batch["token_type_ids"])
         packing = {k: batch[k] for k in PACKING_INPUTS if k in batch}
         return module(*inputs, deterministic=not train, rngs=rngs, **packing, **outputs)
+
+    def forward(params: Any, batch: dict, *, train: bool = False, rng=None, **outputs) -> Output:
+        mesh = mesh_lib.typed_mesh(params=params, batch=batch)
+
+        def out_sharding(mesh: AbstractMesh) -> NamedSharding:  # batch-leading outputs
+            spec = jax.typeof(batch["input_ids"]).sharding.spec
+            return NamedSharding(mesh, PartitionSpec(*spec[:1]))
+
+        return mesh_lib.auto_axes_call(
+            lambda p, b, r: run(p, b, r, train, outputs), mesh, out_sharding, params, batch, rng
+        )
 
     return forward
 
@@ -103,9 +124,10 @@ def supervised_loss(forward: ModelFn, kind: str) -> Callable:
 
 def classification_stats(forward: ModelFn, num_classes: int) -> Callable[[Any, dict], dict]:
     """``(params, batch) -> {confusion (C, C) int32, loss_sum, count}``; sums over batches
-    and hosts give exact accuracy, F1 and MCC (rows: gold, columns: predicted)."""
+    and hosts give exact accuracy, F1 and MCC (rows: gold, columns: predicted); replicated
+    on the params' mesh."""
 
-    def stats(params, batch):
+    def sums(params, batch):
         logits = forward(params, batch).logits  # (batch, C), packed (rows, S, C)
         logits = logits.reshape(-1, logits.shape[-1])
         labels = batch["labels"].reshape(-1)
@@ -116,4 +138,20 @@ def classification_stats(forward: ModelFn, num_classes: int) -> Callable[[Any, d
         ce = losses.classification(logits, labels, weights) * jnp.sum(weights)
         return {"confusion": gold.T @ pred, "loss_sum": ce, "count": jnp.sum(weights)}
 
+    def stats(params, batch):
+        mesh = mesh_lib.typed_mesh(params=params, batch=batch)
+        replicated = lambda mesh: NamedSharding(mesh, PartitionSpec())  # noqa: E731
+        return mesh_lib.auto_axes_call(sums, mesh, replicated, params, batch)
+
     return stats
+
+
+__all__ = [
+    "PACKING_INPUTS",
+    "ModelFn",
+    "classes_view",
+    "classification_stats",
+    "model_fn",
+    "supervised_loss",
+    "task_loss",
+]
