@@ -141,7 +141,7 @@ def compiled_step(
 def timed_calls(args: argparse.Namespace) -> tuple[dict[str, Callable[[], Any]], dict, int]:
     """Name -> a call to time (block on its result); per method: compile seconds, state bytes
     per param, and the name of its step outside mask selection or teacher forward."""
-    model, params, _ = hf.load_pretrained("minilm", task="sequence-classification", num_labels=2)
+    model, params, _ = hf.load_pretrained("minilm", head="sequence-classification", num_labels=2)
     n_params = sum(x.size for x in jax.tree.leaves(params))
     forward = train.model_fn(model)
     run = methods.Run(total_steps=10**6, learning_rate=5e-5, warmup_steps=10)

@@ -258,7 +258,7 @@ def main() -> None:
     start = time.perf_counter()
     args = parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    model, params, _ = hf.load_pretrained("minilm", task="sequence-classification")
+    model, params, _ = hf.load_pretrained("minilm", head="sequence-classification")
     vocab = model.cfg.vocab_size
     rng = np.random.default_rng(0)
     batches = {

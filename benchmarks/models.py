@@ -156,7 +156,7 @@ class JaxBench:
     def __init__(self, args: argparse.Namespace, batch: dict[str, np.ndarray]):
         dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
         model = jaxprune.hf.load_pretrained(
-            NAME, task="sequence-classification", num_labels=NUM_LABELS, dtype=dtype
+            NAME, head="sequence-classification", num_labels=NUM_LABELS, dtype=dtype
         ).model
         self.cfg = model.cfg
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)

@@ -59,8 +59,8 @@ def job(args: argparse.Namespace, method: str, teacher: str | None) -> Job:
 def run_once(args: argparse.Namespace, name: str, teacher: str | None) -> dict:
     run_dir = pathlib.Path(args.runs) / name
     done = run_dir / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    if done.exists() and json.loads(done.read_text())["job"] == job(args, name, teacher).as_dict():
+        return json.loads(done.read_text())  # finished with these settings
     started = time.time()
     result = run(job(args, name, teacher), run_dir)
     print(
@@ -114,8 +114,9 @@ def main() -> None:
         raise SystemExit(f"unknown methods {unknown}; known: {methods.names()}")
     results = {"dense": run_once(args, "dense", None)}
     teacher = str(pathlib.Path(args.runs) / "dense" / "export")
-    for name in chosen:
-        results[name] = run_once(args, name, teacher)
+    for name in chosen:  # the teacher goes to the methods that distil from one
+        uses_teacher = methods.get(name).teacher != "none"
+        results[name] = run_once(args, name, teacher if uses_teacher else None)
         write(results, args)
 
 

@@ -8,7 +8,7 @@ where the exported model and the plot are.
 Data: ``$JAXPRUNE_DATA_DIR`` (``make`` sets it to ``../shared/data`` when that folder exists
 beside the checkout), else the Hugging Face Hub. The runs and their settings are the two
 variants of ``experiments/configs/demo.py``; finished runs are reused, interrupted ones
-resume.
+resume, and a run folder of other settings is refused (``--restart`` starts both afresh).
 """
 
 from __future__ import annotations
@@ -37,13 +37,15 @@ MATRICES = {
 }
 
 
-def run(variant: str, workdir: pathlib.Path, overrides: list[str], **changes) -> dict:
+def run(
+    variant: str, workdir: pathlib.Path, overrides: list[str], restart: bool, **changes
+) -> dict:
     job = recipes.load(f"{CONFIG}:{variant}")[1]
     job = recipes.override(dataclasses.replace(job, **changes), overrides)
     done = workdir / variant / "result.json"
-    if done.exists() and json.loads(done.read_text())["job"] == job.as_dict():
+    if not restart and done.exists() and json.loads(done.read_text())["job"] == job.as_dict():
         return json.loads(done.read_text())
-    return recipes.run(job, workdir / variant)
+    return recipes.run(job, workdir / variant, restart=restart)
 
 
 def layer_table(export: pathlib.Path) -> str:
@@ -112,11 +114,14 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="override both runs' settings (Job fields)",
     )
+    p.add_argument(
+        "--restart", action="store_true", help="delete earlier runs in WORKDIR and start afresh"
+    )
     args = p.parse_args()
     workdir = pathlib.Path(args.workdir)
     started = time.time()
-    dense = run("dense", workdir, args.set)
-    pruned = run("pins", workdir, args.set, teacher=dense["export"])
+    dense = run("dense", workdir, args.set, args.restart)
+    pruned = run("pins", workdir, args.set, args.restart, teacher=dense["export"])
     export = pathlib.Path(pruned["export"])
     figure = workdir / "demo.png"
     job, metric = pruned["job"], pruned["dev"]["primary"]

@@ -2,16 +2,21 @@
 
     jaxprune list   experiments/configs/smp_table1.py
     jaxprune train  --config experiments/configs/smp_table1.py:mnli-10-smp_l [--set steps=100]
-                    [--workdir runs] [--distributed | --coordinator H:P --num-processes N
-                    --process-id I]
+                    [--workdir runs] [--restart] [--distributed | --coordinator H:P
+                    --num-processes N --process-id I] [--heartbeat-timeout S]
     jaxprune eval   --run runs/smp_table1/mnli-10-smp_l          # its exported model
     jaxprune eval   --model runs/.../export --set task=rte
     jaxprune report runs/smp_table1 [--out DIR] [--reference experiments/reference]
 
 ``train`` writes ``<workdir>/<config name>/<variant>/`` (config.json, logs, checkpoints,
-result.json, export/) and resumes there if interrupted. It runs on every device JAX sees;
-on several hosts start the same command on each (``--distributed`` lets JAX find the
-cluster on Cloud TPU, SLURM and the like; elsewhere pass the coordinator).
+result.json, export/) and resumes there if interrupted; a folder holding another config's
+checkpoints is refused (``--restart`` deletes them and starts afresh). It runs on every
+device JAX sees; on several hosts start the same command on each (``--distributed`` lets
+JAX find the cluster on Cloud TPU, SLURM and the like; elsewhere pass the coordinator).
+
+A mistake in the input (a config, a ``--set``, a folder, the data) ends the command with one
+line, ``jaxprune: <what is wrong>``, and exit status 1, before anything expensive runs;
+``--traceback`` shows where it was raised.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import sys
 
@@ -28,6 +34,7 @@ REFERENCE = pathlib.Path("experiments") / "reference"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxprune", description=__doc__.splitlines()[0])
+    p.add_argument("--traceback", action="store_true", help="show the traceback of an input error")
     sub = p.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("list", help="the variants of a config file")
@@ -44,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--workdir", default="runs", help="runs go to WORKDIR/<config>/<variant>")
     tr.add_argument(
+        "--restart",
+        action="store_true",
+        help="delete what an earlier run left in the run folder and start from step 0",
+    )
+    tr.add_argument(
         "--distributed",
         action="store_true",
         help="jax.distributed.initialize() with the cluster auto-detected",
@@ -51,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--coordinator", help="HOST:PORT of process 0 (explicit multi-host)")
     tr.add_argument("--num-processes", type=int)
     tr.add_argument("--process-id", type=int)
+    tr.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=100,
+        metavar="S",
+        help="multi-host: a process silent this many seconds ends the run (default 100)",
+    )
 
     ev = sub.add_parser("eval", help="dev metrics of a model on a task")
     what = ev.add_mutually_exclusive_group(required=True)
@@ -67,46 +86,34 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _distributed(args: argparse.Namespace) -> None:
-    import jax
+    from jaxprune.train import distributed
 
     explicit = (args.coordinator, args.num_processes, args.process_id)
     if any(v is not None for v in explicit):
         if any(v is None for v in explicit):
-            raise SystemExit("--coordinator, --num-processes and --process-id go together")
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+            raise ValueError("--coordinator, --num-processes and --process-id go together")
+        distributed.initialize(*explicit, heartbeat_timeout_s=args.heartbeat_timeout)
     elif args.distributed:
-        jax.distributed.initialize()
-
-
-def _overridden(job, assignments: list[str]):
-    from jaxprune import recipes
-
-    try:
-        return recipes.override(job, assignments)
-    except ValueError as err:
-        raise SystemExit(f"jaxprune: {err}") from None
+        distributed.initialize(heartbeat_timeout_s=args.heartbeat_timeout)
 
 
 def _job(spec: str, assignments: list[str]):
-    """The config variant ``spec`` with ``--set`` applied; bad input exits with its reason."""
+    """The config variant ``spec`` with ``--set`` applied."""
     from jaxprune import recipes
 
-    try:
-        variant, job = recipes.load(spec)
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        raise SystemExit(f"jaxprune: {err.args[0] if isinstance(err, KeyError) else err}") from None
-    return variant, _overridden(job, assignments)
+    variant, job = recipes.load(spec)
+    return variant, recipes.override(job, assignments)
 
 
 def _train(args: argparse.Namespace) -> dict:
     from jaxprune import recipes
 
-    _distributed(args)
     variant, job = _job(args.config, args.set)
+    _distributed(args)  # before anything touches a device (recipes.run validates the mesh)
     name = pathlib.Path(args.config.partition(":")[0]).stem
     run_dir = pathlib.Path(args.workdir) / name / variant
     logging.getLogger("jaxprune").info("run %s: %s", run_dir, job)
-    result = recipes.run(job, run_dir)
+    result = recipes.run(job, run_dir, restart=args.restart)
     return {
         "run": str(run_dir),
         "dev": result["dev"],
@@ -116,23 +123,42 @@ def _train(args: argparse.Namespace) -> dict:
     }
 
 
+def _finished_run(folder: str):
+    """The job of the finished run ``folder``, pointed at its exported model."""
+    from jaxprune import recipes
+    from jaxprune.train.loop import has_checkpoint
+
+    run = pathlib.Path(folder)
+    path = run / "result.json"
+    if not path.is_file():
+        unfinished = " (it has checkpoints: finish it with jaxprune train)"
+        raise FileNotFoundError(
+            f"{path} does not exist: {run} is not a finished run"
+            + (unfinished if has_checkpoint(run) else "")
+        )
+    try:
+        saved = json.loads(path.read_text())["job"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a result file ({type(err).__name__}: {err})") from err
+    if not (run / "export").is_dir():
+        raise FileNotFoundError(f"{run / 'export'} does not exist: the run's model is gone")
+    fields = {f.name for f in dataclasses.fields(recipes.Job)}
+    saved["method_options"] = tuple(sorted(saved.get("method_options", {}).items()))
+    job = recipes.Job(**{k: v for k, v in saved.items() if k in fields})
+    return dataclasses.replace(job, model=str(run / "export"))
+
+
 def _eval(args: argparse.Namespace) -> dict:
     from jaxprune import recipes
 
     if args.run:
-        path = pathlib.Path(args.run) / "result.json"
-        if not path.exists():
-            raise SystemExit(f"{path} does not exist: is {args.run} a finished run?")
-        fields = {f.name for f in dataclasses.fields(recipes.Job)}
-        saved = json.loads(path.read_text())["job"]
-        saved["method_options"] = tuple(sorted(saved.get("method_options", {}).items()))
-        job = recipes.Job(**{k: v for k, v in saved.items() if k in fields})
-        job = dataclasses.replace(job, model=str(pathlib.Path(args.run) / "export"))
+        job = _finished_run(args.run)
     elif args.config:
         job = _job(args.config, [])[1]
     else:
         job = recipes.Job(model=args.model)
-    job = _overridden(dataclasses.replace(job, method="dense"), args.set)
+    job = dataclasses.replace(job, method="dense", method_options=(), teacher=None)
+    job = recipes.override(job, args.set)
     return {"model": job.model, "task": job.task, "dev": recipes.evaluate(job)}
 
 
@@ -145,18 +171,46 @@ def _report(args: argparse.Namespace) -> dict:
     return {"table": str(table), "plot": str(figure)}
 
 
+def _list(args: argparse.Namespace) -> dict | None:
+    from jaxprune.recipes import job
+
+    for name, variant in job.load_module(args.config).VARIANTS.items():
+        print(f"{name:32s} {variant.task:10s} {variant.method:14s} {variant.sparsity:.2f}")
+    return None
+
+
+def _input_error(err: BaseException) -> bool:
+    """Whether ``err`` reports a mistake in the command's input (one line, no traceback)."""
+    from jaxprune.train.checkpoint import CheckpointError
+    from jaxprune.train.loop import NonFiniteError
+
+    return isinstance(err, ValueError | KeyError | OSError | CheckpointError | NonFiniteError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "list":
-        from jaxprune.recipes import job
-
-        for name, variant in job.load_module(args.config).VARIANTS.items():
-            print(f"{name:32s} {variant.task:10s} {variant.method:14s} {variant.sparsity:.2f}")
-        return 0
-    run = {"train": _train, "eval": _eval, "report": _report}[args.command]
-    print(json.dumps(run(args), indent=2, default=str))
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
+    command = {"list": _list, "train": _train, "eval": _eval, "report": _report}[args.command]
+    try:
+        out = command(args)
+        if out is not None:
+            print(json.dumps(out, indent=2, default=str))
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit flush
+    except Exception as err:
+        if args.traceback or not _input_error(err):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise SystemExit(f"jaxprune: {' '.join(str(message).split())}") from None
     return 0
+
+
+__all__ = [
+    "REFERENCE",
+    "main",
+]
 
 
 if __name__ == "__main__":

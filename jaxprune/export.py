@@ -179,16 +179,28 @@ def save(path: str | os.PathLike, params: Any, *, values_dtype: str | None = Non
     """Writes ``params`` to one compressed file.
 
     Args:
-      path: the file to write (overwritten).
+      path: the file to write (an existing file is overwritten; a folder is refused).
       params: nested dicts of arrays (jax or numpy).
       values_dtype: None (bit-exact), ``"float16"`` or ``"bfloat16"``: floating values
         rounded to that type (lossy; integer and bool leaves stay exact).
 
     Returns:
       The :class:`SizeReport` of the file.
+
+    Raises:
+      IsADirectoryError: ``path`` is a folder; FileNotFoundError: its parent is missing
+        (both before anything is written).
     """
     from safetensors.numpy import save_file
 
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"export.save writes one file and {path} is a folder; give a file path such as "
+            f"{path / 'model.jpz.safetensors'}"
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"export.save: the folder {path.parent} does not exist")
     if values_dtype not in (None, *_LOSSY):
         raise ValueError(f"values_dtype must be None or one of {_LOSSY}, got {values_dtype!r}")
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -213,17 +225,23 @@ def save(path: str | os.PathLike, params: Any, *, values_dtype: str | None = Non
     header = {"format": FORMAT, "version": VERSION, "values_dtype": values_dtype}
     header["leaves"] = leaves
     save_file(tensors, str(path), metadata={FORMAT: json.dumps(header)})
-    return SizeReport(tuple(rows), pathlib.Path(path).stat().st_size, values_dtype)
+    return SizeReport(tuple(rows), path.stat().st_size, values_dtype)
 
 
 def load(path: str | os.PathLike) -> dict:
     """Reads a file written by :func:`save` back into nested dicts of numpy arrays.
 
     Raises:
+      FileNotFoundError, IsADirectoryError: ``path`` is missing or a folder.
       ValueError: the file is not a jaxprune compressed checkpoint, cannot be parsed, or a
         leaf's bytes fail their CRC-32 (the message names the file and the leaf).
     """
     from safetensors import safe_open
+
+    if not pathlib.Path(path).exists():
+        raise FileNotFoundError(f"export.load: {path} does not exist")
+    if pathlib.Path(path).is_dir():
+        raise IsADirectoryError(f"export.load reads one file; {path} is a folder")
 
     try:
         with safe_open(str(path), "numpy") as f:
@@ -255,3 +273,13 @@ def load(path: str | os.PathLike) -> dict:
             node = node.setdefault(key, {})
         node[entry["path"][-1]] = _decode(entry, leaf_parts)
     return out
+
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "LeafSize",
+    "SizeReport",
+    "load",
+    "save",
+]

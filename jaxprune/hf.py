@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprune import paths
+from jaxprune.models.heads import TASKS as ENCODER_HEADS
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,37 @@ _HUB_FILES = [
     "merges.txt",
     "vocab.*",
 ]
+
+
+#: The heads :func:`load_pretrained` puts on a checkpoint: the encoder heads of
+#: :data:`jaxprune.models.TASKS` (BERT, RoBERTa, ELECTRA, DistilBERT) and GPT-2's
+#: ``causal-lm``. A head is a model's output layer, not a dataset: GLUE tasks use
+#: ``sequence-classification``, SQuAD ``question-answering``, CoNLL-2003
+#: ``token-classification``, data-to-text ``causal-lm``.
+HEADS = (*ENCODER_HEADS, "causal-lm")
+_TASK_HEADS = {
+    "squad": "question-answering",
+    "conll2003": "token-classification",
+    "e2e": "causal-lm",
+    "webnlg": "causal-lm",
+    "dart": "causal-lm",
+}
+
+
+def check_head(head: str) -> None:
+    """ValueError unless ``head`` is one of :data:`HEADS` (a task name gets its head named)."""
+    if head in HEADS:
+        return
+    from jaxprune import data
+
+    name = str(head).lower()
+    if name in data.TASKS or name in data.GLUE_ALIASES:
+        raise ValueError(
+            f"head={head!r} is a task, not a model head: {head} uses "
+            f"head={_TASK_HEADS.get(name, 'sequence-classification')!r} (to train on a task: "
+            f"jaxprune.recipes.Job(task={name!r})); heads: {list(HEADS)}"
+        )
+    raise ValueError(f"unknown head {head!r}; choose from {list(HEADS)}")
 
 
 class Pretrained(NamedTuple):
@@ -204,7 +236,7 @@ def params_from_checkpoint(
 def load_pretrained(
     name_or_dir: str | os.PathLike = "minilm",
     *,
-    task: str = "sequence-classification",
+    head: str | None = None,
     num_labels: int = 2,
     dtype: Any = jnp.float32,
     seed: int = 0,
@@ -214,21 +246,29 @@ def load_pretrained(
     Args:
       name_or_dir: a local folder (config.json + model.safetensors or pytorch_model.bin),
         ``"minilm"`` (the embedded all-MiniLM-L6-v2), or a Hub id when online.
-      task: an encoder task (:data:`jaxprune.models.TASKS`); ignored for GPT-2 (an LM).
+      head: the output layer, one of :data:`HEADS`; None: ``sequence-classification`` on an
+        encoder, ``causal-lm`` on GPT-2.
       num_labels: classes of a new classification head (1 = regression).
       dtype: compute dtype; params are float32.
       seed: initialisation of new heads.
 
     Returns:
       ``Pretrained(model, params, tokenizer)``; ``params`` is also set in ``model``.
+
+    Raises:
+      ValueError: an unknown head (a task name is told its head), or one the architecture
+        does not have.
+      FileNotFoundError: no such folder, embedded model or Hub id; no config.json.
     """
     from transformers import AutoConfig
 
+    if head is not None:
+        check_head(head)
     folder = resolve(name_or_dir)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} has no config.json")
     hf_config = AutoConfig.from_pretrained(folder)
-    model = build(hf_config, task=task, num_labels=num_labels, dtype=dtype, seed=seed)
+    model = build(hf_config, head=head, num_labels=num_labels, dtype=dtype, seed=seed)
     params = params_from_checkpoint(model, read_weights(folder), source=str(folder))
     state = nnx.state(model, nnx.Param)
     nnx.replace_by_pure_dict(state, params)
@@ -236,14 +276,33 @@ def load_pretrained(
     return Pretrained(model, params, _tokenizer(folder))
 
 
-def build(hf_config: Any, *, task: str, num_labels: int, dtype: Any, seed: int) -> nnx.Module:
-    """A randomly initialised jaxprune model for a transformers config."""
+def build(
+    hf_config: Any,
+    *,
+    head: str | None = None,
+    num_labels: int = 2,
+    dtype: Any = jnp.float32,
+    seed: int = 0,
+) -> nnx.Module:
+    """A randomly initialised jaxprune model for a transformers config, with ``head`` (see
+    :func:`load_pretrained`)."""
     from jaxprune.models import gpt2
     from jaxprune.models.encoder import EncoderConfig
     from jaxprune.models.heads import EncoderForTask
 
+    is_gpt2 = hf_config.model_type == "gpt2"
+    if head is None:
+        head = "causal-lm" if is_gpt2 else "sequence-classification"
+    check_head(head)
+    if is_gpt2 != (head == "causal-lm"):
+        raise ValueError(
+            f"a {hf_config.model_type} checkpoint has no {head!r} head: GPT-2 loads as "
+            f"'causal-lm', encoders as one of {list(ENCODER_HEADS)}"
+        )
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be >= 1 (1: regression), got {num_labels}")
     rngs = nnx.Rngs(seed)
-    tied_head = hf_config.model_type == "gpt2" or task == "masked-lm"
+    tied_head = head in ("causal-lm", "masked-lm")
     if tied_head and not getattr(hf_config, "tie_word_embeddings", True):
         raise ValueError(
             f"this {hf_config.model_type} config has tie_word_embeddings=False, but jaxprune's "
@@ -254,7 +313,7 @@ def build(hf_config: Any, *, task: str, num_labels: int, dtype: Any, seed: int) 
         model = gpt2.GPT2LMHeadModel(gpt2.GPT2Config.from_hf(hf_config), rngs=rngs, dtype=dtype)
     else:
         cfg = EncoderConfig.from_hf(hf_config)
-        model = EncoderForTask(cfg, task=task, num_labels=num_labels, rngs=rngs, dtype=dtype)
+        model = EncoderForTask(cfg, task=head, num_labels=num_labels, rngs=rngs, dtype=dtype)
     model.hf_config_json = hf_config.to_json_string(use_diff=False)
     return model
 
@@ -357,3 +416,18 @@ def hf_config(model: nnx.Module) -> Any:
                 "regression" if model.num_labels == 1 else "single_label_classification"
             )
     return config
+
+
+__all__ = [
+    "EMBEDDED",
+    "HEADS",
+    "Pretrained",
+    "build",
+    "check_head",
+    "hf_config",
+    "load_pretrained",
+    "params_from_checkpoint",
+    "read_weights",
+    "resolve",
+    "save_pretrained",
+]

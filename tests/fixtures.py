@@ -180,7 +180,7 @@ def tiny_bert(folder: pathlib.Path) -> pathlib.Path:
         intermediate_size=48,
         max_position_embeddings=128,
     )
-    model = hf.build(cfg, task="base", num_labels=2, dtype=np.float32, seed=0)
+    model = hf.build(cfg, head="base", num_labels=2, dtype=np.float32, seed=0)
     hf.save_pretrained(
         model, nnx.to_pure_dict(nnx.state(model, nnx.Param)), folder, tokenizer=tokenizer
     )
@@ -218,7 +218,7 @@ def tiny_gpt2(folder: pathlib.Path) -> pathlib.Path:
         bos_token_id=eos,
         eos_token_id=eos,
     )
-    model = hf.build(cfg, task="base", num_labels=2, dtype=np.float32, seed=0)
+    model = hf.build(cfg, head="causal-lm", num_labels=2, dtype=np.float32, seed=0)
     hf.save_pretrained(
         model, nnx.to_pure_dict(nnx.state(model, nnx.Param)), folder, tokenizer=tokenizer
     )

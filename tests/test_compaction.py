@@ -151,7 +151,7 @@ def hf_tiny(arch_config, num_labels: int = 3):
     """A jaxprune model built from a transformers config (so it can be exported)."""
     model = hf.build(
         arch_config,
-        task="sequence-classification",
+        head="sequence-classification",
         num_labels=num_labels,
         dtype=jnp.float32,
         seed=0,

@@ -85,7 +85,9 @@ def tiny_world(world, tmp_path, monkeypatch) -> pathlib.Path:
 
     monkeypatch.setattr(hf, "resolve", resolve)
     real_run, real_evaluate = recipes.run, recipes.evaluate
-    monkeypatch.setattr(recipes, "run", lambda job, run_dir: real_run(shrink(job), run_dir))
+    monkeypatch.setattr(
+        recipes, "run", lambda job, run_dir, **kw: real_run(shrink(job), run_dir, **kw)
+    )
     monkeypatch.setattr(recipes, "evaluate", lambda job: real_evaluate(shrink(job)))
     return tmp_path
 

@@ -247,7 +247,7 @@ def _compare_head(task, arch, logits, ref, real):
 )
 def test_parity_with_transformers(tiny_folders, arch, task, num_labels):
     torch_model, folder = tiny_folders(arch, task, num_labels)
-    model, _, _ = hf.load_pretrained(folder, task=task, num_labels=num_labels)
+    model, _, _ = hf.load_pretrained(folder, head=task, num_labels=num_labels)
     pad = torch_model.config.pad_token_id
     ids, mask, types = batch(pad, token_types=arch in ("bert", "electra"))
     real = mask.astype(bool)
@@ -285,7 +285,7 @@ def test_parity_with_transformers(tiny_folders, arch, task, num_labels):
 
 def test_parity_functional_call_equals_module(tiny_folders):
     torch_model, folder = tiny_folders("roberta", "sequence-classification", 3)
-    model, params, _ = hf.load_pretrained(folder, task="sequence-classification", num_labels=3)
+    model, params, _ = hf.load_pretrained(folder, head="sequence-classification", num_labels=3)
     graphdef, _ = nnx.split(model)
     ids, mask, _ = batch(1, token_types=False)
     logits = nnx.merge(graphdef, params)(ids, mask).logits
@@ -297,7 +297,7 @@ def test_parity_functional_call_equals_module(tiny_folders):
 def test_electra_has_no_mlm_head(tiny_folders):
     _, folder = tiny_folders("electra", "base")
     with pytest.raises(ValueError, match="no masked-LM head"):
-        hf.load_pretrained(folder, task="masked-lm")
+        hf.load_pretrained(folder, head="masked-lm")
 
 
 @pytest.mark.parametrize("arch", ["bert", "distilbert"])
@@ -305,21 +305,21 @@ def test_untied_lm_head_is_refused(tmp_path, arch):
     config = tiny_config(arch, tie_word_embeddings=False)
     folder = save_hf(hf_model(config, "masked-lm"), tmp_path)
     with pytest.raises(ValueError, match="tie_word_embeddings=False"):
-        hf.load_pretrained(folder, task="masked-lm")
-    hf.load_pretrained(folder, task="token-classification")  # the decoder is not needed
+        hf.load_pretrained(folder, head="masked-lm")
+    hf.load_pretrained(folder, head="token-classification")  # the decoder is not needed
 
 
-def test_unknown_task_is_named(tiny_folders):
+def test_unknown_head_is_named(tiny_folders):
     _, folder = tiny_folders("bert", "base")
-    with pytest.raises(ValueError, match="unknown task 'summarization'"):
-        hf.load_pretrained(folder, task="summarization")
+    with pytest.raises(ValueError, match="unknown head 'summarization'"):
+        hf.load_pretrained(folder, head="summarization")
 
 
 # ----------------------------------------------------------------------------- 2. MiniLM
 
 
 def test_minilm_matches_transformers(minilm_torch):
-    model, _, tokenizer = hf.load_pretrained("minilm", task="base")
+    model, _, tokenizer = hf.load_pretrained("minilm", head="base")
     assert tokenizer is not None
     enc = tokenizer(SENTENCES, padding=True, return_tensors="np")
     real = enc["attention_mask"].astype(bool)
@@ -352,7 +352,7 @@ def _check_round_trip(model, pruned, out_dir, task, num_labels, ids, mask, types
         np.testing.assert_array_equal(theirs, np.asarray(value), err_msg=key)
         assert np.sum(theirs == 0) == np.sum(np.asarray(value) == 0), key
 
-    _, reloaded, _ = hf.load_pretrained(out_dir, task=task, num_labels=num_labels)
+    _, reloaded, _ = hf.load_pretrained(out_dir, head=task, num_labels=num_labels)
     assert jax.tree.structure(reloaded) == jax.tree.structure(pruned)
     for (path, value), again in zip(flat(pruned).items(), jax.tree.leaves(reloaded), strict=True):
         np.testing.assert_array_equal(again, value, err_msg=path)
@@ -361,7 +361,7 @@ def _check_round_trip(model, pruned, out_dir, task, num_labels, ids, mask, types
 @pytest.mark.parametrize("arch", ["bert", "distilbert"])
 def test_pruned_round_trip_tiny(tiny_folders, tmp_path, arch):
     _, folder = tiny_folders(arch, "sequence-classification", 3)
-    model, params, _ = hf.load_pretrained(folder, task="sequence-classification", num_labels=3)
+    model, params, _ = hf.load_pretrained(folder, head="sequence-classification", num_labels=3)
     pruned = prune_encoder(params)
     kernels = [v for p, v in flat(pruned).items() if re.search(paths.BERT_ENCODER_KERNELS, p)]
     assert len(kernels) == 6 * LAYERS
@@ -375,7 +375,7 @@ def test_pruned_round_trip_tiny(tiny_folders, tmp_path, arch):
 
 def test_pruned_round_trip_minilm_new_head(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="jaxprune.hf"):
-        model, params, tokenizer = hf.load_pretrained("minilm", task="sequence-classification")
+        model, params, tokenizer = hf.load_pretrained("minilm", head="sequence-classification")
     assert "classifier.weight" in caplog.text
     pruned = prune_encoder_numpy(params)
     kernels = [v for p, v in flat(pruned).items() if re.search(paths.BERT_ENCODER_KERNELS, p)]
@@ -513,7 +513,7 @@ def test_shape_mismatch_names_key_and_shapes(tiny_folders, tmp_path):
 
     _edited_copy(folder, tmp_path, edit)
     with pytest.raises(ValueError) as err:
-        hf.load_pretrained(tmp_path, task="base")
+        hf.load_pretrained(tmp_path, head="base")
     message = str(err.value)
     assert key in message
     assert "(31, 32)" in message and "(32, 32)" in message
@@ -524,7 +524,7 @@ def test_missing_body_tensor_names_the_path(tiny_folders, tmp_path):
     _, folder = tiny_folders("bert", "base")
     _edited_copy(folder, tmp_path, lambda t: t.pop("encoder.layer.1.output.dense.weight"))
     with pytest.raises(ValueError, match="bert/encoder/layer/1/output/dense/kernel"):
-        hf.load_pretrained(tmp_path, task="sequence-classification")
+        hf.load_pretrained(tmp_path, head="sequence-classification")
 
 
 def test_unknown_name_offline():
@@ -550,7 +550,7 @@ def test_corrupted_safetensors_names_the_file(tiny_folders, tmp_path):
 def test_new_head_is_reported(tiny_folders, caplog):
     _, folder = tiny_folders("bert", "base")
     with caplog.at_level(logging.WARNING, logger="jaxprune.hf"):
-        hf.load_pretrained(folder, task="sequence-classification", num_labels=3)
+        hf.load_pretrained(folder, head="sequence-classification", num_labels=3)
     record = next(r for r in caplog.records if "newly initialised" in r.getMessage())
     assert record.levelno == logging.WARNING
     assert "classifier.weight" in record.getMessage()
@@ -560,7 +560,7 @@ def test_new_head_is_reported(tiny_folders, caplog):
 
 def test_folder_without_tokenizer_gives_none(tiny_folders):
     _, folder = tiny_folders("distilbert", "base")
-    assert hf.load_pretrained(folder, task="base").tokenizer is None
+    assert hf.load_pretrained(folder, head="base").tokenizer is None
 
 
 def test_label_count_mismatch_is_named(tiny_folders):
@@ -568,12 +568,12 @@ def test_label_count_mismatch_is_named(tiny_folders):
     with pytest.raises(
         ValueError, match=r"classifier.bias has shape \(3,\), but classifier/bias needs \(2,\)"
     ):
-        hf.load_pretrained(folder, task="sequence-classification", num_labels=2)
+        hf.load_pretrained(folder, head="sequence-classification", num_labels=2)
 
 
 def test_save_rejects_params_of_another_model(tiny_folders, tmp_path):
     _, folder = tiny_folders("bert", "sequence-classification", 3)
-    model, params, _ = hf.load_pretrained(folder, task="sequence-classification", num_labels=3)
+    model, params, _ = hf.load_pretrained(folder, head="sequence-classification", num_labels=3)
     other = {k: v for k, v in params.items() if k != "classifier"}
     with pytest.raises(ValueError, match=r"missing.*classifier/bias"):
         hf.save_pretrained(model, other, tmp_path)
@@ -586,7 +586,7 @@ def test_save_rejects_params_of_another_model(tiny_folders, tmp_path):
 @pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert"])
 def test_logical_axes_cover_every_param(tiny_folders, arch):
     _, folder = tiny_folders(arch, "masked-lm")
-    model, params, _ = hf.load_pretrained(folder, task="masked-lm")
+    model, params, _ = hf.load_pretrained(folder, head="masked-lm")
     axes = logical_axes(model)
     assert jax.tree.structure(axes) == jax.tree.structure(params)
     for path, spec in flat(axes).items():
@@ -606,7 +606,7 @@ def test_logical_axes_cover_every_param(tiny_folders, arch):
 
 def test_logical_axes_of_bert(tiny_folders):
     _, folder = tiny_folders("bert", "base")
-    model, _, _ = hf.load_pretrained(folder, task="base")
+    model, _, _ = hf.load_pretrained(folder, head="base")
     body = logical_axes(model)["bert"]
     assert tuple(body["encoder"]["layer"][0]["attention"]["self"]["query"]["kernel"]) == (
         "embed",
@@ -628,7 +628,7 @@ def test_gpt2_logical_axes(tiny_gpt2):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_encoder_kernel_preset_selects_six_matrices_per_layer(tiny_folders, arch):
     _, folder = tiny_folders(arch, "sequence-classification", 3)
-    _, params, _ = hf.load_pretrained(folder, task="sequence-classification", num_labels=3)
+    _, params, _ = hf.load_pretrained(folder, head="sequence-classification", num_labels=3)
     selected = {p for p, s in flat(paths.select(params, paths.BERT_ENCODER_KERNELS)).items() if s}
     stack, names = (
         ("transformer", DISTIL_LAYER_KERNELS)
@@ -644,9 +644,9 @@ def test_encoder_kernel_preset_selects_six_matrices_per_layer(tiny_folders, arch
 
 def test_bfloat16_compute(tiny_folders):
     torch_model, folder = tiny_folders("bert", "sequence-classification", 3)
-    _, params32, _ = hf.load_pretrained(folder, task="sequence-classification", num_labels=3)
+    _, params32, _ = hf.load_pretrained(folder, head="sequence-classification", num_labels=3)
     model, params, _ = hf.load_pretrained(
-        folder, task="sequence-classification", num_labels=3, dtype=jnp.bfloat16
+        folder, head="sequence-classification", num_labels=3, dtype=jnp.bfloat16
     )
     assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
     state = nnx.state(model, nnx.Param)
@@ -670,7 +670,7 @@ def test_bfloat16_compute(tiny_folders):
 def test_dropout_is_random_reproducible_and_off_by_default(tiny_folders):
     # DistilBERT: the fewest distinct dropout shapes, so the fewest random-bits compilations
     _, folder = tiny_folders("distilbert", "sequence-classification", 3)
-    model, _, _ = hf.load_pretrained(folder, task="sequence-classification", num_labels=3)
+    model, _, _ = hf.load_pretrained(folder, head="sequence-classification", num_labels=3)
     ids, mask, types = batch(0, token_types=False)
     plain = model(ids, mask, types).logits
     np.testing.assert_array_equal(model(ids, mask, types).logits, plain)
@@ -687,7 +687,7 @@ def test_dropout_is_random_reproducible_and_off_by_default(tiny_folders):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_jit_functional_forward_equals_eager(tiny_folders, arch):
     _, folder = tiny_folders(arch, "token-classification", 3)
-    model, params, _ = hf.load_pretrained(folder, task="token-classification", num_labels=3)
+    model, params, _ = hf.load_pretrained(folder, head="token-classification", num_labels=3)
     graphdef, _ = nnx.split(model)
     ids, mask, _ = batch(1 if arch == "roberta" else 0, token_types=False)
     forward = jax.jit(lambda p, x, m: nnx.merge(graphdef, p)(x, m).logits)

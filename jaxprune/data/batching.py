@@ -427,3 +427,13 @@ def unbatch(
         region: tuple[Any, ...] = (index[keep], *(slice(0, s) for s in out.shape[lead:]))
         result[region] = out[keep]
     return result
+
+
+__all__ = [
+    "MODEL_COLUMNS",
+    "BatchStats",
+    "Batcher",
+    "batches",
+    "choose_buckets",
+    "unbatch",
+]

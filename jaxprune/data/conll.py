@@ -155,3 +155,16 @@ def encode_ner(
             words,
         )
     return out
+
+
+__all__ = [
+    "CHUNK",
+    "FEATURES",
+    "FILES",
+    "NER",
+    "POS",
+    "conll2003",
+    "encode_ner",
+    "iob1_to_iob2",
+    "read_conll",
+]

@@ -23,22 +23,22 @@ import datasets
 
 from jaxprune.data import _io
 
-S = datasets.Value("string")
-E2E_FEATURES = datasets.Features({"meaning_representation": S, "human_reference": S})
+_STR = datasets.Value("string")
+E2E_FEATURES = datasets.Features({"meaning_representation": _STR, "human_reference": _STR})
 WEBNLG_FEATURES = datasets.Features(
     {
-        "category": S,
+        "category": _STR,
         "size": datasets.Value("int32"),
-        "eid": S,
-        "triples": datasets.List(S),
-        "lexicalizations": datasets.List(S),
+        "eid": _STR,
+        "triples": datasets.List(_STR),
+        "lexicalizations": datasets.List(_STR),
     }
 )
 DART_FEATURES = datasets.Features(
     {
-        "tripleset": datasets.List(datasets.List(S)),
+        "tripleset": datasets.List(datasets.List(_STR)),
         "subtree_was_extended": datasets.Value("bool"),
-        "annotations": {"source": datasets.List(S), "text": datasets.List(S)},
+        "annotations": {"source": datasets.List(_STR), "text": datasets.List(_STR)},
     }
 )
 E2E_FILES = {
@@ -368,3 +368,24 @@ def encode_d2t(
             "labels": labels,
         }
     )
+
+
+__all__ = [
+    "DART_FEATURES",
+    "DART_FILES",
+    "E2E_FEATURES",
+    "E2E_FILES",
+    "WEBNLG_FEATURES",
+    "WEBNLG_TEST",
+    "dart",
+    "e2e",
+    "encode_d2t",
+    "grouped",
+    "linearize",
+    "pairs",
+    "read_dart_json",
+    "read_e2e_csv",
+    "read_webnlg_xml",
+    "references",
+    "webnlg",
+]

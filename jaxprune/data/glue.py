@@ -206,3 +206,14 @@ def encode_glue(
         return {**dict(enc), "labels": batch["label"]}
 
     return dataset.map(encode, batched=True, remove_columns=dataset.column_names)
+
+
+__all__ = [
+    "ALIASES",
+    "TASKS",
+    "GlueTask",
+    "encode_glue",
+    "glue",
+    "read_glue_tsv",
+    "task_spec",
+]

@@ -120,3 +120,12 @@ def segments(seg_lengths: np.ndarray, width: int) -> Segments:
         cls_positions=np.where(seg_lengths > 0, starts, 0).astype(np.int32),
         slot=slot,
     )
+
+
+__all__ = [
+    "Segments",
+    "balance",
+    "best_fit_decreasing",
+    "fill_slots",
+    "segments",
+]

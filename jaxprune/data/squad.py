@@ -196,3 +196,14 @@ def postprocess_squad(
                 best = context[offsets[int(s[k[0], 0])][0] : offsets[int(e[0, k[1]])][1]]
         predictions[ex_id] = best
     return predictions
+
+
+__all__ = [
+    "FEATURES",
+    "FILES",
+    "encode_squad_eval",
+    "encode_squad_train",
+    "postprocess_squad",
+    "read_squad_json",
+    "squad",
+]

@@ -19,7 +19,7 @@ from flax import nnx
 from jaxprune.models import layers
 from jaxprune.models.encoder import Encoder, EncoderConfig
 
-#: The task heads ``hf.load_pretrained(..., task=...)`` can build.
+#: The encoder heads ``hf.load_pretrained(..., head=...)`` can build (``jaxprune.hf.HEADS``).
 TASKS = (
     "base",
     "sequence-classification",
@@ -262,3 +262,17 @@ class EncoderForTask(nnx.Module):
                 )
                 logits = x @ embedding.T.astype(x.dtype) + self.vocab_projector.bias
         return Output(logits, out.hidden_states, out.attention_scores, out.pooled)
+
+
+__all__ = [
+    "ARCH_NAMES",
+    "HF_CLASSES",
+    "TASKS",
+    "BertMLMHead",
+    "BertMLMPredictions",
+    "ClassificationHead",
+    "EncoderForTask",
+    "Output",
+    "RobertaLMHead",
+    "VocabProjector",
+]

@@ -4,22 +4,40 @@
     result = run(Job(model="minilm", task="sst2", method="pins", sparsity=0.9, steps=600),
                  "runs/pins")
 
-loads the model and the task's data, builds the method, trains it with the engine
-(checkpoints, logs, resumption), evaluates on the dev set with the task's official metric,
-and exports the pruned model as a Hugging Face folder (``run_dir/export``). Task families:
-GLUE (:mod:`.glue`), SQuAD (:mod:`.squad`), CoNLL-2003 NER (:mod:`.ner`) and data-to-text
-with GPT-2 (:mod:`.d2t`).
+checks the job (:func:`validate`), loads the model and the task's data, builds the method,
+trains it with the engine (checkpoints, logs, resumption), evaluates on the dev set with the
+task's official metric, and exports the pruned model as a Hugging Face folder
+(``run_dir/export``). Task families: GLUE (:mod:`.glue`), SQuAD (:mod:`.squad`), CoNLL-2003
+NER (:mod:`.ner`) and data-to-text with GPT-2 (:mod:`.d2t`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import pathlib
+import re
+import typing
 
+import jax
+
+from jaxprune import hf, methods
 from jaxprune.metrics import GLUE_TASKS
 from jaxprune.recipes import common, d2t, glue, ner, squad
-from jaxprune.recipes.job import Job, load, override, with_options
+from jaxprune.recipes.job import (
+    RESUMABLE_CHANGES,
+    Job,
+    conforms,
+    load,
+    override,
+    type_name,
+    with_options,
+)
+from jaxprune.train.loop import RunConfigError, check_resumable
 
 D2T_TASKS = ("e2e", "webnlg", "dart")
+# A Hugging Face Hub id: "name" or "namespace/name" (anything else must be a local folder).
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 def family(task: str) -> str:
@@ -39,19 +57,148 @@ def family(task: str) -> str:
     )
 
 
-def prepare(job: Job, *, train: bool = True) -> common.Prepared:
-    """Loads ``job.model`` and the task's data for ``job`` (``train``: the training set too)."""
+def _check_method(job: Job) -> methods.Method:
+    """The job's method; a ValueError names ``method`` or the ``method_options`` entry."""
+    name = "magnitude" if job.method == "dense" else job.method
+    if name not in methods.names():
+        raise ValueError(
+            f"method={job.method!r} is not a method; choose from {['dense', *methods.names()]}"
+        )
+    preset = methods.get(name)
+    assert dataclasses.is_dataclass(preset)  # every preset is a frozen dataclass
+    hints = typing.get_type_hints(type(preset))
+    fields = {f.name for f in dataclasses.fields(preset)}
+    for key, value in job.options.items():
+        if key not in fields:
+            raise ValueError(
+                f"method_options.{key}: {job.method} has no option {key!r}; options: "
+                f"{sorted(fields)}"
+            )
+        if not conforms(value, hints[key]):
+            raise ValueError(
+                f"method_options.{key}: {job.method} expects {type_name(hints[key])}, got {value!r}"
+            )
+    try:
+        return common.method_for(job)
+    except ValueError as err:
+        raise ValueError(f"method_options: {err}") from err
+
+
+def _check_folder(field: str, name: str, task: str) -> None:
+    """A local checkpoint folder for ``task`` (or a plausible Hub id, fetched later)."""
+    path = hf.resolve(name) if name.lower() in hf.EMBEDDED else pathlib.Path(name).expanduser()
+    if not path.exists():
+        if _HUB_ID.fullmatch(name):
+            return
+        raise FileNotFoundError(f"{field}={name!r}: no such folder (nor a Hugging Face Hub id)")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{field}={name!r} is a file; it must be a checkpoint folder")
+    config = path / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(
+            f"{field}={name!r}: {path} has no config.json (is it a Hugging Face checkpoint folder?)"
+        )
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{field}={name!r}: {config} is not valid JSON ({err})") from err
+    if (model_type == "gpt2") != (family(task) == "d2t"):
+        needs = "GPT-2" if family(task) == "d2t" else "an encoder (BERT, RoBERTa, ELECTRA, ...)"
+        raise ValueError(
+            f"{field}={name!r} is a {model_type} checkpoint; task {task} needs {needs}"
+        )
+
+
+def validate(job: Job, *, train: bool = True) -> None:
+    """Refuses a job that cannot run as asked, before anything is loaded.
+
+    Checks the task, the model (and teacher) folder and whether it fits the task, packing,
+    SQuAD's window stride and, with ``train``: the method and its options (names and types
+    against the preset), the teacher the method needs or would ignore, the method's optimizer
+    when ``steps`` fixes the run's length (a PINS or PLATON schedule pruning before the
+    criterion's window is refused: :class:`jaxprune.optim.NoEvidenceError`), that the global
+    batch splits over the mesh's data axis and that ``train_subset`` fills a batch.
+
+    Raises:
+      ValueError: naming the field (``task=...``, ``method_options.begin: ...``).
+      FileNotFoundError, NotADirectoryError: a model or teacher folder is missing.
+    """
     kind = family(job.task)
+    if job.task != job.task.lower():
+        raise ValueError(f"task={job.task!r}: task names are lower case ({job.task.lower()!r})")
     if job.pack and kind != "glue":
         raise ValueError(f"pack=True packs sentence-level GLUE examples; {job.task} is {kind}")
-    recipe = {"glue": glue, "squad": squad, "ner": ner, "d2t": d2t}[kind]
+    if kind == "squad" and job.doc_stride >= job.max_length:
+        raise ValueError(
+            f"doc_stride={job.doc_stride} must be below max_length={job.max_length}: "
+            f"SQuAD windows overlap by doc_stride tokens"
+        )
+    _check_folder("model", job.model, job.task)
+    if not train:
+        return
+    method = _check_method(job)
+    if method.teacher == "dense" and job.teacher is None:
+        raise ValueError(
+            f"teacher: {job.method} distils from a fine-tuned dense teacher; set teacher= to "
+            f"its folder (--set teacher=PATH)"
+        )
+    if method.teacher == "none" and job.teacher is not None:
+        raise ValueError(f"teacher={job.teacher!r}: {job.method} uses no teacher; unset it")
+    if job.teacher is not None:
+        _check_folder("teacher", job.teacher, job.task)
+    refresh = (getattr(method, "objective", None), getattr(method, "teacher_mode", None))
+    if refresh == ("self_regularization", "best") and job.eval_every is None:
+        raise ValueError(
+            f"eval_every: {job.method} with teacher_mode='best' refreshes its teacher when dev "
+            f"improves, so it needs evaluations during training; set eval_every"
+        )
+    if job.pack and getattr(method, "objective", None) == "sparsebert":
+        raise ValueError(
+            f"pack=True: {job.method}'s MSE terms average over the padded positions of a row; "
+            f"train it unpacked"
+        )
+    if job.steps is not None:  # the schedule is known: build the optimizer, which checks it
+        steps = job.steps
+        run = methods.Run(
+            total_steps=steps,
+            learning_rate=job.learning_rate,
+            warmup_steps=int(job.warmup_ratio * steps),
+            weight_decay=job.weight_decay,
+        )
+        method.optimizer(run, None)
+    common.data_axis(job.batch_size, job.model_parallel, jax.device_count())
+    if job.train_subset is not None and job.train_subset < job.batch_size:
+        raise ValueError(
+            f"train_subset={job.train_subset} is smaller than batch_size={job.batch_size}: "
+            f"not one full batch (the last partial batch of an epoch is dropped)"
+        )
+
+
+def prepare(job: Job, *, train: bool = True) -> common.Prepared:
+    """Loads ``job.model`` and the task's data for ``job`` (``train``: the training set too),
+    after :func:`validate`."""
+    validate(job, train=train)
+    return _load(job, train=train)
+
+
+def _load(job: Job, *, train: bool) -> common.Prepared:
+    recipe = {"glue": glue, "squad": squad, "ner": ner, "d2t": d2t}[family(job.task)]
     return recipe.prepare(job, train=train)
 
 
-def run(job: Job, run_dir: str | pathlib.Path) -> dict:
-    """Runs ``job`` into ``run_dir`` (resuming if it holds a checkpoint); returns the result
-    record also written to ``run_dir/result.json``."""
-    return common.train_and_export(job, run_dir, prepare(job))
+def run(job: Job, run_dir: str | pathlib.Path, *, restart: bool = False) -> dict:
+    """Runs ``job`` into ``run_dir``; returns the result record also written to
+    ``run_dir/result.json``.
+
+    A checkpoint in ``run_dir`` is resumed when it belongs to the same job (equal in every
+    field but :data:`RESUMABLE_CHANGES`); one of another job is refused (RunConfigError, a
+    ValueError naming the differing fields) before anything is loaded or overwritten.
+    ``restart``: delete what an earlier run left in ``run_dir`` and start from step 0.
+    """
+    validate(job)
+    if not restart:
+        check_resumable(run_dir, job.as_dict(), RESUMABLE_CHANGES)
+    return common.train_and_export(job, run_dir, _load(job, train=True), restart=restart)
 
 
 def evaluate(job: Job) -> dict:
@@ -61,12 +208,15 @@ def evaluate(job: Job) -> dict:
 
 __all__ = [
     "D2T_TASKS",
+    "RESUMABLE_CHANGES",
     "Job",
+    "RunConfigError",
     "evaluate",
     "family",
     "load",
     "override",
     "prepare",
     "run",
+    "validate",
     "with_options",
 ]

@@ -22,7 +22,8 @@ import jax
 from jaxprune import data, hf, methods, paths, train
 from jaxprune.masks import sparsity_report
 from jaxprune.models import GPT2LMHeadModel, logical_axes
-from jaxprune.recipes.job import Job
+from jaxprune.recipes.job import RESUMABLE_CHANGES, Job
+from jaxprune.train.loop import clear_run
 from jaxprune.train.tasks import ModelFn
 
 T = TypeVar("T")
@@ -101,14 +102,33 @@ def dev_split(job: Job, split: str = "validation") -> datasets.Dataset:
     return subset(data.load(job.task, split, job.data_dir), job.eval_subset, job.seed)
 
 
+def train_split(job: Job) -> datasets.Dataset:
+    """The job's training rows (a seeded ``train_subset`` of them when set)."""
+    return subset(data.load(job.task, "train", job.data_dir), job.train_subset, job.seed)
+
+
 def training_batches(
-    job: Job, encode: Callable[[datasets.Dataset], Any], pad_id: int, *, pack: bool = False
+    job: Job,
+    rows: datasets.Dataset,
+    encode: Callable[[datasets.Dataset], Any],
+    pad_id: int,
+    *,
+    pack: bool = False,
 ) -> data.Batcher:
-    """Shuffled batches of ``job.batch_size`` (global) of the encoded ``train`` split (a
-    seeded ``train_subset`` when set), packed when ``pack``; this host's rows only."""
-    rows = subset(data.load(job.task, "train", job.data_dir), job.train_subset, job.seed)
+    """Shuffled batches of ``job.batch_size`` (global) of the encoded training ``rows``,
+    packed when ``pack``; this host's rows only.
+
+    Raises:
+      ValueError: the rows make no full batch.
+    """
+    encoded = encode(rows)
+    if len(encoded) < job.batch_size:
+        raise ValueError(
+            f"{job.task}'s training set gives {len(encoded)} examples, fewer than one batch "
+            f"of batch_size={job.batch_size}"
+        )
     return data.Batcher(
-        encode(rows),
+        encoded,
         job.batch_size,
         seed=job.seed,
         pad_id=pad_id,
@@ -119,15 +139,43 @@ def training_batches(
     )
 
 
+def check_length(job: Job, model: Any) -> None:
+    """ValueError when ``job.max_length`` tokens do not fit the model's position table
+    (positions past it would read NaN embeddings)."""
+    if isinstance(model, GPT2LMHeadModel):
+        limit = model.cfg.n_positions
+    else:
+        cfg = model.cfg
+        offset = cfg.pad_token_id + 1 if cfg.arch == "roberta" else 0  # RoBERTa's positions
+        limit = cfg.max_position_embeddings - offset
+    if job.max_length > limit:
+        raise ValueError(
+            f"max_length={job.max_length} exceeds the {limit} positions of {job.model}"
+        )
+
+
+def data_axis(batch_size: int, model_parallel: int, devices: int) -> int:
+    """The size of the mesh's data axis over ``devices``.
+
+    Raises:
+      ValueError: ``model_parallel`` does not divide the devices, or the global batch does
+        not split evenly over the data axis.
+    """
+    if devices % model_parallel:
+        raise ValueError(f"model_parallel={model_parallel} does not divide the {devices} devices")
+    size = devices // model_parallel
+    if batch_size % size:
+        raise ValueError(
+            f"batch_size={batch_size} is not divisible by the mesh's data axis ({size} of "
+            f"{devices} devices with model_parallel={model_parallel}): use a multiple of {size}"
+        )
+    return size
+
+
 def layout_for(job: Job, model: Any, params: Any) -> tuple[train.Sharding, Any]:
     """The (data, model) mesh over every device and the params' shardings."""
+    data_axis(job.batch_size, job.model_parallel, jax.device_count())
     layout = train.Sharding(train.make_mesh(-1, job.model_parallel), fsdp=job.fsdp)
-    data_size = layout.mesh.shape["data"]
-    if job.batch_size % data_size:
-        raise ValueError(
-            f"batch_size={job.batch_size} is not divisible by the mesh's data axis "
-            f"({data_size} of {jax.device_count()} devices)"
-        )
     return layout, layout.params(params, logical_axes(model))
 
 
@@ -135,8 +183,12 @@ def has_scores(trainable: Any) -> bool:
     return isinstance(trainable, dict) and set(trainable) == {"params", "scores"}
 
 
-def train_and_export(job: Job, run_dir: str | pathlib.Path, task: Prepared) -> dict:
-    """Trains ``job`` on the prepared ``task``; writes ``run_dir/{result.json, export/}``."""
+def train_and_export(
+    job: Job, run_dir: str | pathlib.Path, task: Prepared, *, restart: bool = False
+) -> dict:
+    """Trains ``job`` on the prepared ``task``; writes ``run_dir/{result.json, export/}``.
+    Resumes a checkpoint of the same job in ``run_dir`` (see :func:`jaxprune.recipes.run`);
+    ``restart``: deletes the earlier run's files first."""
     run_dir = pathlib.Path(run_dir)
     model, params, tokenizer, kind = task.model, task.params, task.tokenizer, task.kind
     train_batches = task.train_batches
@@ -187,6 +239,8 @@ def train_and_export(job: Job, run_dir: str | pathlib.Path, task: Prepared) -> d
                 for k, v in model_inputs(batch).items()
             }
 
+    if restart:
+        clear_run(run_dir, ("result.json", "export"))
     started = time.time()
     state, _ = train.fit(
         run_dir=run_dir,
@@ -206,6 +260,8 @@ def train_and_export(job: Job, run_dir: str | pathlib.Path, task: Prepared) -> d
         update_teacher=method.update_teacher if method.teacher == "self" else None,
         resolved_config=job.as_dict(),
         export=lambda trainable, opt_state: method.export(trainable, opt_state, run),
+        may_differ=RESUMABLE_CHANGES,
+        restart=restart,
     )
     pruned, masks = method.export(state.params, state.opt_state, run)
     pruned = jax.device_get(pruned)
@@ -223,3 +279,21 @@ def train_and_export(job: Job, run_dir: str | pathlib.Path, task: Prepared) -> d
     (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
     log.info("%s: dev %s, sparsity %.4f", run_dir, dev, report.sparsity)
     return result
+
+
+__all__ = [
+    "Evaluate",
+    "Prepared",
+    "check_length",
+    "data_axis",
+    "dev_split",
+    "every_row",
+    "has_scores",
+    "layout_for",
+    "method_for",
+    "model_inputs",
+    "subset",
+    "train_and_export",
+    "train_split",
+    "training_batches",
+]

@@ -47,13 +47,20 @@ def evaluator(task: str, features, batches: data.Batcher, tokenizer, max_new_tok
 def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     """A GPT-2 checkpoint on ``job.task`` (e2e, webnlg or dart), scored on ``validation``;
     ``train``: also the training batches."""
-    model, params, tokenizer = hf.load_pretrained(job.model, seed=job.seed)
-    if not isinstance(model, GPT2LMHeadModel):
-        raise TypeError(f"{job.task} needs a GPT-2 model; {job.model} is a {type(model).__name__}")
+    dev_rows = common.dev_split(job)
+    train_rows = common.train_split(job) if train else None
+    model, params, tokenizer = hf.load_pretrained(job.model, head="causal-lm", seed=job.seed)
+    assert isinstance(model, GPT2LMHeadModel)  # head="causal-lm" loads GPT-2 only
+    common.check_length(job, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompt_room = model.cfg.n_positions - job.max_new_tokens
+    if prompt_room < 1:
+        raise ValueError(
+            f"max_new_tokens={job.max_new_tokens} leaves no room for a prompt in the "
+            f"{model.cfg.n_positions} positions of {job.model}"
+        )
     eval_features = data.encode_d2t(
-        common.dev_split(job), tokenizer, job.task, min(job.max_length, prompt_room), train=False
+        dev_rows, tokenizer, job.task, min(job.max_length, prompt_room), train=False
     )
     encode = lambda ds: data.encode_d2t(ds, tokenizer, job.task, job.max_length)  # noqa: E731
     eval_batches = data.Batcher(
@@ -65,15 +72,23 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     )
 
     def load_teacher(folder: str):
-        teacher, teacher_params, _ = hf.load_pretrained(folder)
+        teacher, teacher_params, _ = hf.load_pretrained(folder, head="causal-lm")
         return teacher, teacher_params
 
     return common.Prepared(
         model,
         params,
         tokenizer,
-        train_batches=common.training_batches(job, encode, pad) if train else None,
+        train_batches=None
+        if train_rows is None
+        else common.training_batches(job, train_rows, encode, pad),
         evaluate=evaluator(job.task, eval_features, eval_batches, tokenizer, job.max_new_tokens),
         kind="lm",
         load_teacher=load_teacher,
     )
+
+
+__all__ = [
+    "evaluator",
+    "prepare",
+]

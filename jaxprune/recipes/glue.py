@@ -41,19 +41,19 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     ``train``: also the training batches."""
     spec = metrics.glue_task(job.task)
     num_labels = spec.num_classes or 1
+    dev_rows = common.dev_split(job, "validation_matched" if job.task == "mnli" else "validation")
+    train_rows = common.train_split(job) if train else None
     model, params, tokenizer = hf.load_pretrained(
-        job.model, task="sequence-classification", num_labels=num_labels, seed=job.seed
+        job.model, head="sequence-classification", num_labels=num_labels, seed=job.seed
     )
-    dev_name = "validation_matched" if job.task == "mnli" else "validation"
+    common.check_length(job, model)
     encode = lambda ds: data.encode_glue(ds, tokenizer, job.task, job.max_length)  # noqa: E731
     pad = tokenizer.pad_token_id
-    dev_batches = data.Batcher(
-        encode(common.dev_split(job, dev_name)), job.eval_batch_size, shuffle=False, pad_id=pad
-    )
+    dev_batches = data.Batcher(encode(dev_rows), job.eval_batch_size, shuffle=False, pad_id=pad)
 
     def load_teacher(folder: str):
         teacher, teacher_params, _ = hf.load_pretrained(
-            folder, task="sequence-classification", num_labels=num_labels
+            folder, head="sequence-classification", num_labels=num_labels
         )
         return teacher, teacher_params
 
@@ -61,8 +61,16 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
         model,
         params,
         tokenizer,
-        train_batches=common.training_batches(job, encode, pad, pack=job.pack) if train else None,
+        train_batches=None
+        if train_rows is None
+        else common.training_batches(job, train_rows, encode, pad, pack=job.pack),
         evaluate=evaluator(job.task, dev_batches),
         kind="regression" if spec.num_classes is None else "classification",
         load_teacher=load_teacher,
     )
+
+
+__all__ = [
+    "evaluator",
+    "prepare",
+]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import importlib.util
 import pathlib
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -46,9 +47,13 @@ class Job:
       model_parallel: size of the mesh's ``model`` axis (the rest of the devices is ``data``).
       fsdp: also shard parameters and optimizer state over ``data``.
       data_dir: local data folder (``JAXPRUNE_DATA_DIR`` when None), else the Hub.
-      teacher: fine-tuned dense checkpoint for methods that distil from one.
+      teacher: fine-tuned dense checkpoint for methods that distil from one (PINS: its
+        first self-teacher); refused for a method that uses no teacher.
       label: the row name in the paper's table (``report`` matches reference numbers by it).
       reference: ``<file>/<table>`` of ``experiments/reference`` that this run reproduces.
+
+    A run folder resumes only a job equal to the one that wrote it, except in the fields
+    of :data:`RESUMABLE_CHANGES`, which do not change the result.
     """
 
     model: str = "minilm"
@@ -81,15 +86,27 @@ class Job:
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        for name in ("batch_size", "max_length", "eval_batch_size", "max_new_tokens"):
+        for name in (
+            "batch_size",
+            "max_length",
+            "doc_stride",
+            "eval_batch_size",
+            "max_new_tokens",
+            "model_parallel",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
+        for name in ("steps", "train_subset", "eval_subset", "eval_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
         if self.steps is None and self.epochs <= 0:
             raise ValueError(f"epochs must be > 0 when steps is None, got {self.epochs}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not self.learning_rate > 0:  # NaN too
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
     @property
     def options(self) -> dict[str, Any]:
@@ -106,6 +123,17 @@ class Job:
         return out
 
 
+#: The :class:`Job` fields that cannot change a run's result, so a run folder resumes when
+#: only they differ: where the data lives (``data_dir``: the same published files, moved),
+#: how dev examples are grouped (``eval_batch_size``: the same metrics up to float
+#: rounding), the device layout (``model_parallel``, ``fsdp``: checkpoints restore into any
+#: mesh) and the report's names (``label``, ``reference``). Every other field changes what
+#: is trained or how it is scored.
+RESUMABLE_CHANGES = frozenset(
+    {"data_dir", "eval_batch_size", "model_parallel", "fsdp", "label", "reference"}
+)
+
+
 def with_options(job: Job, **options: Any) -> Job:
     """``job`` with ``options`` merged into its method options."""
     merged = {**job.options, **options}
@@ -115,17 +143,39 @@ def with_options(job: Job, **options: Any) -> Job:
 _HINTS = typing.get_type_hints(Job)
 
 
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the type ``hint``: unions, ``Literal``, None, ``float`` taking
+    ints, ``bool`` not counting as a number; of a generic (``tuple[...]``) only the outer type
+    is checked, and ``Any`` takes anything."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(hint))
+    if origin is typing.Union or isinstance(hint, types.UnionType):
+        return any(conforms(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):
+        number = (int,) if hint is int else (int, float)
+        return isinstance(value, number) and not isinstance(value, bool)
+    target = origin if origin is not None else hint
+    return not isinstance(target, type) or isinstance(value, target)
+
+
+def type_name(hint: Any) -> str:
+    """``int | None``, ``float``, ``Literal['global', 'local']``, ..."""
+    return str(hint).replace("typing.", "") if typing.get_args(hint) else hint.__name__
+
+
 def _check_type(name: str, value: Any) -> Any:
     hint = _HINTS[name]
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None and type(None) in allowed:
-        return None
-    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if any(isinstance(value, t) for t in allowed if isinstance(t, type)):
-        return value
-    names = " | ".join(getattr(t, "__name__", str(t)) for t in allowed)
-    raise ValueError(f"--set {name}: expected {names}, got {value!r}")
+    if not conforms(value, hint):
+        raise ValueError(f"--set {name}: expected {type_name(hint)}, got {value!r}")
+    allowed = typing.get_args(hint) or (hint,)
+    if float in allowed and int not in allowed and isinstance(value, int):
+        return float(value)  # learning_rate=1 (bools were refused above)
+    return value
 
 
 def _parse(text: str) -> Any:
@@ -152,10 +202,15 @@ def override(job: Job, assignments: Sequence[str]) -> Job:
             raise ValueError(f"--set expects key=value, got {item!r}")
         if key.startswith("method_options."):
             options[key.removeprefix("method_options.")] = _parse(text)
-        elif key in fields and key != "method_options":
+        elif key == "method_options":
+            raise ValueError(
+                "--set method_options: set one option at a time, method_options.NAME=VALUE"
+            )
+        elif key in fields:
             changes[key] = _check_type(key, _parse(text))
         else:
-            raise ValueError(f"--set: unknown field {key!r}; fields: {sorted(fields)}")
+            hint = _did_you_mean(key, fields)
+            raise ValueError(f"--set: unknown field {key!r}{hint}; fields: {sorted(fields)}")
     job = dataclasses.replace(job, **changes)
     return with_options(job, **options) if options else job
 
@@ -166,11 +221,19 @@ def load_module(path: str | pathlib.Path) -> types.ModuleType:
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     spec = importlib.util.spec_from_file_location(f"jaxprune_config_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise ValueError(f"config {path} is not a Python file")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not isinstance(getattr(module, "VARIANTS", None), dict) or not module.VARIANTS:
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # the user's file: say which and why, in one line
+        raise ValueError(f"config {path} failed to load: {type(err).__name__}: {err}") from err
+    variants = getattr(module, "VARIANTS", None)
+    if not isinstance(variants, dict) or not variants:
         raise ValueError(f"config {path} must define VARIANTS: a non-empty dict of name -> Job")
+    wrong = [name for name, job in variants.items() if not isinstance(job, Job)]
+    if wrong:
+        raise ValueError(f"config {path}: VARIANTS[{wrong[0]!r}] is not a Job")
     return module
 
 
@@ -185,5 +248,25 @@ def load(spec: str) -> tuple[str, Job]:
                              f"NAME in {sorted(variants)}")  # fmt: skip
         variant = next(iter(variants))
     if variant not in variants:
-        raise KeyError(f"{path} has no variant {variant!r}; variants: {sorted(variants)}")
+        raise KeyError(
+            f"{path} has no variant {variant!r}{_did_you_mean(variant, variants)}; "
+            f"variants: {sorted(variants)}"
+        )
     return variant, variants[variant]
+
+
+def _did_you_mean(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "Job",
+    "conforms",
+    "load",
+    "load_module",
+    "override",
+    "type_name",
+    "with_options",
+]

@@ -50,10 +50,12 @@ def evaluator(sentences, batches: data.Batcher):
 def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     """``job.model`` on CoNLL-2003 NER, scored on ``validation``; ``train``: also the
     training batches."""
-    model, params, tokenizer = hf.load_pretrained(
-        job.model, task="token-classification", num_labels=len(NER), seed=job.seed
-    )
     dev_set = common.dev_split(job)
+    train_rows = common.train_split(job) if train else None
+    model, params, tokenizer = hf.load_pretrained(
+        job.model, head="token-classification", num_labels=len(NER), seed=job.seed
+    )
+    common.check_length(job, model)
     pad = tokenizer.pad_token_id
     encode = lambda ds: data.encode_ner(ds, tokenizer, job.max_length)  # noqa: E731
     dev_batches = data.Batcher(
@@ -65,7 +67,7 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
 
     def load_teacher(folder: str):
         teacher, teacher_params, _ = hf.load_pretrained(
-            folder, task="token-classification", num_labels=len(NER)
+            folder, head="token-classification", num_labels=len(NER)
         )
         return teacher, teacher_params
 
@@ -73,8 +75,17 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
         model,
         params,
         tokenizer,
-        train_batches=common.training_batches(job, encode, pad) if train else None,
+        train_batches=None
+        if train_rows is None
+        else common.training_batches(job, train_rows, encode, pad),
         evaluate=evaluator(dev_set, dev_batches),
         kind="token",
         load_teacher=load_teacher,
     )
+
+
+__all__ = [
+    "evaluator",
+    "prepare",
+    "word_predictions",
+]

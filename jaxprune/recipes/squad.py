@@ -44,10 +44,12 @@ def evaluator(examples, features, batches: data.Batcher):
 def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     """``job.model`` on SQuAD v1.1, scored on ``validation``; ``train``: also the training
     batches (windows of ``train``)."""
-    model, params, tokenizer = hf.load_pretrained(
-        job.model, task="question-answering", seed=job.seed
-    )
     dev_set = common.dev_split(job)
+    train_rows = common.train_split(job) if train else None
+    model, params, tokenizer = hf.load_pretrained(
+        job.model, head="question-answering", seed=job.seed
+    )
+    common.check_length(job, model)
     dev_features = data.encode_squad_eval(dev_set, tokenizer, job.max_length, job.doc_stride)
     pad = tokenizer.pad_token_id
     encode = lambda ds: data.encode_squad_train(ds, tokenizer, job.max_length, job.doc_stride)  # noqa: E731
@@ -57,15 +59,23 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     )
 
     def load_teacher(folder: str):
-        teacher, teacher_params, _ = hf.load_pretrained(folder, task="question-answering")
+        teacher, teacher_params, _ = hf.load_pretrained(folder, head="question-answering")
         return teacher, teacher_params
 
     return common.Prepared(
         model,
         params,
         tokenizer,
-        train_batches=common.training_batches(job, encode, pad) if train else None,
+        train_batches=None
+        if train_rows is None
+        else common.training_batches(job, train_rows, encode, pad),
         evaluate=evaluator(dev_set, dev_features, dev_batches),
         kind="qa",
         load_teacher=load_teacher,
     )
+
+
+__all__ = [
+    "evaluator",
+    "prepare",
+]

@@ -13,9 +13,10 @@ import dataclasses
 import json
 import logging
 import pathlib
+import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 import jax
@@ -24,16 +25,110 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from jaxprune import masks as masks_lib
+from jaxprune.optim import check as check_pruning
 from jaxprune.optim import masks_of
 from jaxprune.train.checkpoint import Checkpointer
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"  # under each run folder
+#: What :func:`fit` writes into a run folder (``restart=True`` deletes them first).
+RUN_FILES = (
+    CHECKPOINT_DIR,
+    "config.json",
+    "metrics.jsonl",
+    "log.txt",
+    "tensorboard",
+    "sparsity_report.txt",
+    "dev_metrics.json",
+)
+_FRESH = (
+    "to start fresh, pass restart=True (jaxprune train: --restart), which deletes its "
+    "checkpoints and results, or choose another run folder"
+)
 
 
 class NonFiniteError(FloatingPointError):
     """The loss or gradients became NaN or infinite."""
+
+
+class RunConfigError(ValueError):
+    """A run folder holds checkpoints of a different (or unrecorded) config."""
+
+
+def has_checkpoint(run_dir: str | pathlib.Path) -> bool:
+    """Whether ``run_dir`` holds a finished checkpoint (a step folder under checkpoints/)."""
+    root = pathlib.Path(run_dir) / CHECKPOINT_DIR
+    managers = [d for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+    return any(step.name.isdigit() for d in managers for step in d.iterdir())
+
+
+def _flat(config: dict) -> dict[str, Any]:
+    """``config`` as JSON reads it back (tuples as lists), nested dicts as dotted keys."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            out[prefix] = node
+
+    walk(json.loads(json.dumps(config, default=str)), "")
+    return out
+
+
+def check_resumable(
+    run_dir: str | pathlib.Path, resolved_config: dict, may_differ: Collection[str] = ()
+) -> None:
+    """Refuses to resume checkpoints that another config wrote.
+
+    A folder without a checkpoint passes. Otherwise its ``config.json`` must equal
+    ``resolved_config`` (compared as JSON) except in the top-level keys ``may_differ``.
+
+    Raises:
+      RunConfigError: naming every differing key with its saved and new value, or saying
+        that the folder has checkpoints but no readable config.json.
+    """
+    run_dir = pathlib.Path(run_dir)
+    if not has_checkpoint(run_dir):
+        return
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise RunConfigError(
+            f"{run_dir} holds checkpoints but no config.json, so nothing says which config "
+            f"they were trained with; {_FRESH}"
+        )
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RunConfigError(f"{path} is not valid JSON ({err}); {_FRESH}") from err
+    old, new = _flat(saved), _flat(resolved_config)
+    absent = "(absent)"
+    changed = [
+        f"{key}: {old.get(key, absent)!r} -> {new.get(key, absent)!r}"
+        for key in sorted(old.keys() | new.keys())
+        if key.split(".")[0] not in may_differ and old.get(key, absent) != new.get(key, absent)
+    ]
+    if changed:
+        raise RunConfigError(
+            f"{run_dir} holds checkpoints of a different config ({'; '.join(changed)}); "
+            f"resuming would continue that run and return its result; {_FRESH}"
+        )
+
+
+def clear_run(run_dir: str | pathlib.Path, names: Iterable[str] = RUN_FILES) -> None:
+    """Deletes the files or folders ``names`` of ``run_dir`` (process 0; the others wait)."""
+    run_dir = pathlib.Path(run_dir)
+    if jax.process_index() == 0:
+        for name in names:
+            path = run_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"jaxprune clear_run {run_dir}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,9 +251,11 @@ def fit(
     update_teacher: Callable[[Any, Any, dict | None], Any] | None = None,
     resolved_config: dict | None = None,
     export: Callable[[Any, Any], tuple[Any, Any]] | None = None,
+    may_differ: Collection[str] = (),
+    restart: bool = False,
 ) -> tuple[Any, Any]:
     """Trains ``state`` for ``config.steps`` steps, resuming from ``run_dir`` if it holds a
-    checkpoint.
+    checkpoint of the same ``resolved_config``.
 
     Args:
       run_dir: run directory (config.json, metrics.jsonl, tensorboard/, checkpoints/,
@@ -173,18 +270,32 @@ def fit(
         ``update_teacher`` can change it).
       update_teacher: ``(state, teacher, dev) -> teacher``, called after every step; ``dev``
         holds the metrics on evaluation steps and is None otherwise (self-regularization).
-      resolved_config: written to ``run_dir/config.json``.
+      resolved_config: written to ``run_dir/config.json``; a checkpoint in ``run_dir`` is
+        resumed only if the config.json beside it is the same (see :func:`check_resumable`).
+        None: no config is written or compared.
       export: ``(trainable, opt_state) -> (params, masks)`` for the final sparsity report
         (a method's ``export``); default: the params and the ``masked_optimizer`` masks.
+      may_differ: keys of ``resolved_config`` that do not change the result: a checkpoint
+        whose config differs only in them is resumed.
+      restart: delete what an earlier run left in ``run_dir`` (:data:`RUN_FILES`) and start
+        from step 0.
 
     Returns:
       ``(state, teacher)`` after the last step.
 
     Raises:
       NonFiniteError: the loss or gradients are not finite (step and last checkpoint named).
+      RunConfigError: ``run_dir`` holds checkpoints of another config (before anything in
+        it is written).
+      jaxprune.failure.PruningError: a ``masked_optimizer`` in the state refused a mask
+        update (checked after every step: training froze at that step).
       CheckpointError: a checkpoint in ``run_dir`` cannot be restored.
     """
     run_dir = pathlib.Path(run_dir)
+    if restart:
+        clear_run(run_dir)
+    elif resolved_config is not None:
+        check_resumable(run_dir, resolved_config, may_differ)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resolved_config is not None and jax.process_index() == 0:
         (run_dir / "config.json").write_text(json.dumps(resolved_config, indent=2, default=str))
@@ -233,6 +344,7 @@ def fit(
                             f"non-finite loss or gradients at step {step - 1} "
                             f"(loss={float(metrics['loss'])}); last good checkpoint: {where}"
                         )
+                    check_pruning(state.opt_state)  # a refused mask update froze training
                     if step % config.log_every == 0 or step == config.steps:
                         elapsed = time.perf_counter() - window_start
                         values = {k: v for k, v in metrics.items() if k != "finite"}
@@ -287,3 +399,17 @@ def fit(
         if dev:
             (run_dir / "dev_metrics.json").write_text(json.dumps(dev, indent=2, default=float))
     return state, teacher
+
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "RUN_FILES",
+    "Batches",
+    "LoopConfig",
+    "NonFiniteError",
+    "RunConfigError",
+    "check_resumable",
+    "clear_run",
+    "fit",
+    "has_checkpoint",
+]
