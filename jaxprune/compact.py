@@ -316,3 +316,16 @@ def to_hf(
         source="to_hf",
     )
     return hf.save_pretrained(wide, wide_params, out_dir, tokenizer=tokenizer)
+
+
+__all__ = [
+    "CONFIG_FILE",
+    "FORMAT",
+    "PARAMS_FILE",
+    "VERSION",
+    "Kept",
+    "compact",
+    "load",
+    "save",
+    "to_hf",
+]

@@ -259,3 +259,17 @@ def by_name(name: str, **kwargs: Any) -> Criterion:
     if name not in table:
         raise ValueError(f"unknown criterion {name!r}; choose from {sorted(table)}")
     return table[name](**kwargs)
+
+
+__all__ = [
+    "AccumulatedState",
+    "Criterion",
+    "MagnitudeState",
+    "WindowedState",
+    "by_name",
+    "magnitude",
+    "movement",
+    "pins",
+    "platon",
+    "taylor",
+]

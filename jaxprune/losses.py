@@ -489,3 +489,25 @@ def sigmoid_l1(scores: Any) -> jax.Array:
         raise ValueError("sigmoid_l1 got no score arrays")
     means = [jnp.mean(jax.nn.sigmoid(_float(s))) for s in leaves]
     return jnp.mean(jnp.stack(means))
+
+
+__all__ = [
+    "IGNORE",
+    "MASKED_SCORE",
+    "adaptive_alpha",
+    "attention_mse",
+    "causal_lm",
+    "classification",
+    "cross_correlation",
+    "distillation",
+    "hidden_mse",
+    "kd_kl",
+    "question_answering",
+    "regression",
+    "self_regularization",
+    "sigmoid_l1",
+    "soft_cross_entropy",
+    "sparsebert",
+    "token_classification",
+    "weight_alignment",
+]

@@ -545,3 +545,16 @@ def sparsity_report(params: Any, masks: Any | None = None) -> SparsityReport:
         kept = nonzero if m is None else int(np.count_nonzero(np.asarray(m)))
         rows.append(ReportRow(paths.path_str(path), tuple(p.shape), kept, int(p.size), nonzero))
     return SparsityReport(tuple(rows), other, "nonzeros" if masks is None else "masks")
+
+
+__all__ = [
+    "ReportRow",
+    "SparsityReport",
+    "apply",
+    "grouped_topk",
+    "nm",
+    "sparsity",
+    "sparsity_report",
+    "topk",
+    "topk_unchecked",
+]

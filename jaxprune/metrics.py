@@ -626,3 +626,22 @@ def _rouge_l(hypotheses: list[str], references: list[list[str]]) -> float:
         for hyp, refs in zip(hypotheses, references, strict=True)
     ]
     return math.fsum(per_example) / len(per_example)
+
+
+__all__ = [
+    "GLUE_TASKS",
+    "PRIMARY",
+    "GlueTask",
+    "Scores",
+    "confusion",
+    "entity_f1",
+    "from_confusion",
+    "generation",
+    "glue",
+    "glue_task",
+    "normalize_answer",
+    "pearson_from_sums",
+    "regression_sums",
+    "squad",
+    "squad_references",
+]

@@ -139,3 +139,18 @@ def check_same_structure(
                 f"{what} at {path_str(path)} has shape {getattr(b, 'shape', None)}, "
                 f"expected {getattr(a, 'shape', None)} as in {ref_name}"
             )
+
+
+__all__ = [
+    "BERT_ENCODER_KERNELS",
+    "BERT_ENCODER_KERNELS_AND_BIASES",
+    "GPT2_KERNELS",
+    "GPT2_KERNELS_AND_BIASES",
+    "Prunable",
+    "check_floating",
+    "check_same_structure",
+    "leaf_paths",
+    "path_str",
+    "same_treedef",
+    "select",
+]

@@ -183,3 +183,13 @@ def write(
     md = out / "table.md"
     md.write_text(markdown(table))
     return md, plot(table, out / "metric_vs_sparsity.png")
+
+
+__all__ = [
+    "collect",
+    "markdown",
+    "plot",
+    "reference_value",
+    "rows",
+    "write",
+]

@@ -117,3 +117,11 @@ def every(n: int, *, final_from: int | None = None) -> Callable[[chex.Numeric], 
         return due
 
     return predicate
+
+
+__all__ = [
+    "constant",
+    "cubic",
+    "every",
+    "warmup_cubic",
+]

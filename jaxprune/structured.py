@@ -274,3 +274,16 @@ def nm_rule(n: int = 2, m: int = 4) -> MaskRule:
         )
 
     return rule
+
+
+__all__ = [
+    "BERT_PARTS",
+    "DISTIL_PARTS",
+    "LayerParts",
+    "StructureScores",
+    "expand",
+    "mask_rule",
+    "nm_rule",
+    "structure_masks",
+    "structure_scores",
+]

@@ -20,7 +20,13 @@ import os
 import sys
 import traceback
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+# XLA:CPU's concurrency-optimized scheduler can order the collectives inside a mask
+# update's lax.cond differently on different simulated devices under load, and deadlock
+# (seen with tests/engine_worker.py; the flag is set there too).
+os.environ["XLA_FLAGS"] = (
+    "--xla_force_host_platform_device_count=8 "
+    "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import contextlib

@@ -15,7 +15,12 @@ WORKER = pathlib.Path(__file__).with_name("explicit_worker.py")
 
 @pytest.mark.parametrize(
     "args",
-    [["auto"], ["auto", "--no-set-mesh"], ["explicit"], ["mixed"]],
+    [
+        pytest.param(["auto"], marks=pytest.mark.slow),  # Auto: also tests/test_engine.py
+        pytest.param(["auto", "--no-set-mesh"], marks=pytest.mark.slow),
+        ["explicit"],
+        ["mixed"],
+    ],
     ids=["auto", "auto-no-set-mesh", "explicit", "mixed"],
 )
 def test_core_on_meshes_of_every_axis_type(args):

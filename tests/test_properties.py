@@ -52,9 +52,18 @@ def inner_of(wrapper: str) -> optax.GradientTransformation:
 
 
 CASES = list(itertools.product(CRITERIA, WRAPPERS))
+# The default run takes every criterion and every wrapper once (the diagonal); the other
+# combinations run with -m slow.
+DIAGONAL = {(c, WRAPPERS[i % len(WRAPPERS)]) for i, c in enumerate(CRITERIA)}
 
 
-@pytest.mark.parametrize(("name", "wrapper"), CASES, ids=[f"{c}-{w}" for c, w in CASES])
+@pytest.mark.parametrize(
+    ("name", "wrapper"),
+    [
+        pytest.param(c, w, id=f"{c}-{w}", marks=() if (c, w) in DIAGONAL else pytest.mark.slow)
+        for c, w in CASES
+    ],
+)
 def test_masked_updates_counts_and_zeros(name, wrapper):
     seed = CASES.index((name, wrapper))
     rng = np.random.default_rng(seed)

@@ -199,3 +199,32 @@ def test_global_topk_does_not_gather_sharded_scores():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["NOGATHER", str(round(0.1 * 3 * 64 * 32))]
+
+
+def test_fit_stops_at_a_refused_mask_update(tmp_path):
+    """A schedule that leaves [0, 1) at step 2: the loop raises there, naming it."""
+    model, params = tiny()
+    forward = train.model_fn(model)
+    tx = jaxprune.masked_optimizer(
+        optax.adam(1e-3),
+        criterion=jaxprune.criteria.magnitude(),
+        schedule=lambda step: jnp.where(step >= 2, 1.5, 0.25),
+        prunable=jaxprune.paths.BERT_ENCODER_KERNELS,
+        update_every=1,
+    )
+    step = jax.jit(train.train_step_fn(train.supervised_loss(forward, "classification"), tx))
+    seen = []
+
+    def counted(state, batch, teacher):
+        seen.append(int(state.step))
+        return step(state, batch, teacher)
+
+    with pytest.raises(jaxprune.failure.PruningError, match=r"at step 2 .*sparsity 1.5"):
+        train.fit(
+            run_dir=tmp_path / "run",
+            config=train.LoopConfig(steps=6, steps_per_epoch=6, progress=False),
+            state=train.init_state(params, tx),
+            train_step=counted,
+            batches=lambda epoch, start: (batch(8, i) for i in range(start, 6)),
+        )
+    assert seen == [0, 1, 2]

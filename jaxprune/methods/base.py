@@ -98,3 +98,11 @@ class Method(Protocol):
 def copy_tree(tree: Any) -> Any:
     """A device copy (a teacher must not alias buffers the train step donates)."""
     return jax.tree.map(jnp.copy, tree)
+
+
+__all__ = [
+    "Method",
+    "Run",
+    "Teacher",
+    "copy_tree",
+]

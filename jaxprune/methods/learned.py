@@ -588,3 +588,14 @@ PRESETS: dict[str, ScoreMethod] = {
     # every step, otherwise as smp.
     "smp_global": ScoreMethod(name="smp_global", mask="global", **_SMP),
 }
+
+
+__all__ = [
+    "EMBEDDINGS",
+    "HEAD_PARAMS",
+    "PRESETS",
+    "MaskKind",
+    "ScoreMethod",
+    "smp_s_ratios",
+    "type_key",
+]

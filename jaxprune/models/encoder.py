@@ -448,3 +448,23 @@ class Encoder(nnx.Module):
             hidden_states=tuple(hidden) if output_hidden_states else None,
             attention_scores=tuple(scores) if output_attention_scores else None,
         )
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "Attention",
+    "BertLayer",
+    "DenseResidual",
+    "DistilAttention",
+    "DistilFFN",
+    "DistilLayer",
+    "Embeddings",
+    "Encoder",
+    "EncoderConfig",
+    "EncoderOutput",
+    "Intermediate",
+    "LayerStack",
+    "NoHeads",
+    "Pooler",
+    "SelfAttention",
+]

@@ -215,3 +215,15 @@ def generate_greedy(
 
     decode = jax.jit(greedy_decode, static_argnums=(0, 4))
     return decode(logits_fn, state, input_ids, jnp.asarray(lengths, jnp.int32), max_new_tokens)
+
+
+__all__ = [
+    "MLP",
+    "Attention",
+    "Block",
+    "GPT2Config",
+    "GPT2LMHeadModel",
+    "Transformer",
+    "generate_greedy",
+    "greedy_decode",
+]

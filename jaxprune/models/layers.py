@@ -189,3 +189,19 @@ def logical_axes(module: nnx.Module) -> dict:
     """Pure-dict tree (like the params) of ``PartitionSpec`` objects of logical axis names."""
     specs = nnx.get_partition_spec(nnx.state(module, nnx.Param))
     return nnx.to_pure_dict(specs)
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "Dense",
+    "Dtype",
+    "activation",
+    "attention",
+    "dense",
+    "embed",
+    "first_tokens",
+    "gelu",
+    "layer_norm",
+    "logical_axes",
+    "segment_mask",
+]
