@@ -1,13 +1,16 @@
 """Refused mask updates: recorded in the optimizer state, raised on the host.
 
-Some checks of a mask update depend on traced values: the schedule's sparsity, the scores.
+Some checks of a mask update depend on traced values: the schedule's sparsity, the scores
+(out of [0, 1); NaN or infinite; all equal across a ranking; pruning before the criterion's
+warmup).
 Raising from inside a jitted step needs a host callback, and a program holding one ran
 1.45-1.5x slower per step on an H200 even when the callback never fired (a BERT-base-sized
 step: 25.8 ms against 18.8 ms without). So instead a failed check
 
-- refuses the mask update and freezes the optimizer: that step and every later one returns
-  zero updates and leaves the whole optimizer state as it was, so nothing trained so far is
-  lost and nothing is trained on a wrong mask;
+- refuses the mask update: that step trains with the masks it had;
+- freezes the optimizer from the next step on: zero updates, the whole optimizer state as
+  it was, so nothing trained so far is lost and nothing trains on a wrong mask (the
+  predicate of that freeze is a state scalar, so a live step pays nothing for it);
 - records the first failure in :attr:`jaxprune.MaskedOptimizerState.failure`;
 
 and :func:`jaxprune.check` raises it as a :class:`PruningError` naming the step, the value
@@ -24,7 +27,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-NONE, SPARSITY, NO_EVIDENCE, TIED, TIED_LEAF = range(5)
+NONE, SPARSITY, NONFINITE, NO_EVIDENCE, TIED, TIED_LEAF = range(6)
 
 
 class PruningError(ValueError):
@@ -34,11 +37,11 @@ class PruningError(ValueError):
 class Failure(NamedTuple):
     """The first refused mask update of a run (``code == NONE``: none)."""
 
-    code: chex.Array  # int32: NONE, SPARSITY, NO_EVIDENCE, TIED or TIED_LEAF
+    code: chex.Array  # int32: NONE, SPARSITY, NONFINITE, NO_EVIDENCE, TIED or TIED_LEAF
     step: chex.Array  # int32: the optimizer step of the refused mask update
     value: chex.Array  # float32: the sparsity, the pruned count or the tied score
-    detail: chex.Array  # int32: the tied leaf's index among the masks' leaves (TIED_LEAF),
-    # the criterion's warmup (NO_EVIDENCE), else -1
+    detail: chex.Array  # int32: the index among the masks' leaves of the tied (TIED_LEAF) or
+    # non-finite (NONFINITE) leaf, the criterion's warmup (NO_EVIDENCE), else -1
 
 
 def none() -> Failure:
@@ -57,10 +60,11 @@ def of_mask_update(
     scope: str,
 ) -> Failure:
     """What is wrong with a mask update, if anything, in order of precedence: the sparsity is
-    outside [0, 1) (NaN included); entries are pruned before step ``warmup``, where the
-    criterion's scores carry no evidence; the scores of a ranking group (all leaves, or each
-    leaf for ``scope="local"``) are all equal while its masks keep some entries and prune
-    others, so position decided.
+    outside [0, 1) (NaN included); a score is NaN or infinite (non-finite gradients or params
+    reached the criterion); entries are pruned before step ``warmup``, where the criterion's
+    scores carry no evidence; the scores of a ranking group (all leaves, or each leaf for
+    ``scope="local"``) are all equal while its masks keep some entries and prune others, so
+    position decided.
 
     Args:
       sparsity: float32 scalar, the schedule's value.
@@ -71,24 +75,33 @@ def of_mask_update(
     mask_leaves = [m for m in jax.tree.leaves(masks) if m is not None]
     lo = jnp.stack([jnp.min(s).astype(jnp.float32) for s in score_leaves])
     hi = jnp.stack([jnp.max(s).astype(jnp.float32) for s in score_leaves])
-    kept = jnp.stack([jnp.any(m) for m in mask_leaves])
-    cut = jnp.stack([~jnp.all(m) for m in mask_leaves])
-    pruned = sum((jnp.sum(~m, dtype=jnp.int32) for m in mask_leaves), jnp.int32(0))
+    cut = jnp.stack([jnp.sum(~m, dtype=jnp.int32) for m in mask_leaves])  # pruned per leaf
+    sizes = jnp.asarray([m.size for m in mask_leaves], jnp.int32)
     if scope == "global":
-        tied = (jnp.min(lo) == jnp.max(hi)) & jnp.any(kept) & jnp.any(cut)
-        tied_leaf = jnp.int32(-1)
-        tied_code = TIED
+        pruned, n = jnp.sum(cut), int(sum(m.size for m in mask_leaves))
+        tied = (jnp.min(lo) == jnp.max(hi)) & (pruned > 0) & (pruned < n)
+        tied_leaf, tied_code = jnp.int32(-1), TIED
     else:
-        flat = (lo == hi) & kept & cut
+        flat = (lo == hi) & (cut > 0) & (cut < sizes)
         tied, tied_leaf, tied_code = jnp.any(flat), jnp.argmax(flat).astype(jnp.int32), TIED_LEAF
     bad_sparsity = ~((sparsity >= 0) & (sparsity < 1))
-    early = (step < warmup) & (pruned > 0)
-    code = jnp.where(
-        bad_sparsity, SPARSITY, jnp.where(early, NO_EVIDENCE, jnp.where(tied, tied_code, NONE))
+    bad_scores = ~jnp.all(jnp.isfinite(lo) & jnp.isfinite(hi))
+    early = (step < warmup) & jnp.any(cut > 0)
+    code = jnp.select(
+        [bad_sparsity, bad_scores, early, tied],
+        [SPARSITY, NONFINITE, NO_EVIDENCE, tied_code],
+        NONE,
     ).astype(jnp.int32)
-    tied_value = lo[jnp.maximum(tied_leaf, 0)]
-    value = jnp.where(bad_sparsity, sparsity, jnp.where(early, pruned, tied_value))
-    detail = jnp.where(code == TIED_LEAF, tied_leaf, jnp.where(code == NO_EVIDENCE, warmup, -1))
+    value = jnp.select(
+        [bad_sparsity, early],
+        [sparsity, jnp.sum(cut).astype(jnp.float32)],
+        lo[jnp.maximum(tied_leaf, 0)],
+    )
+    detail = jnp.select(
+        [code == TIED_LEAF, code == NO_EVIDENCE, code == NONFINITE],
+        [tied_leaf, warmup, jnp.argmax(~(jnp.isfinite(lo) & jnp.isfinite(hi)))],
+        -1,
+    )
     return Failure(
         code, step.astype(jnp.int32), value.astype(jnp.float32), detail.astype(jnp.int32)
     )
@@ -105,6 +118,13 @@ def message(failure: Failure, leaf_paths: list[str]) -> str:
     head = f"masked_optimizer refused the mask update at step {step} and froze training there"
     if code == SPARSITY:
         return f"{head}: the schedule gave sparsity {value}; it must be in [0, 1)"
+    if code == NONFINITE:
+        return (
+            f"{head}: the scores of {leaf_paths[int(failure.detail)]} hold NaN or infinity "
+            "(non-finite gradients or params reached the criterion). Find the step whose "
+            "loss or gradients went non-finite, or pass skip_nonfinite=True to skip such "
+            "steps."
+        )
     if code == NO_EVIDENCE:
         warmup = int(failure.detail)
         return (

@@ -28,6 +28,11 @@ def two_leaves(seed: int = 0) -> dict:
     }
 
 
+def sgd_magnitude(**kwargs) -> optax.GradientTransformation:
+    """``masked_optimizer(optax.sgd(0.1), criterion=magnitude(), **kwargs)``."""
+    return jaxprune.masked_optimizer(optax.sgd(0.1), criterion=criteria.magnitude(), **kwargs)
+
+
 def grads_of(params: dict) -> dict:
     return jax.tree.map(lambda p: 0.1 * p + 0.01, params)
 
@@ -75,15 +80,17 @@ def test_pruning_from_the_window_on_ranks_real_scores():
 
 
 def assert_refused_and_frozen(tx, params, n, match, grads=grads_of):
-    """``n`` steps: the refused one and every later one change nothing; check() raises."""
+    """A mask update refused at step 0, then ``n - 1`` more steps: step 0 trains with the
+    masks it had (all kept), every later step changes nothing; check() raises."""
+    first, _ = steps(tx, params, 1, grads)
     after, state = steps(tx, params, n, grads)
-    jax.tree.map(np.testing.assert_array_equal, after, params)
+    jax.tree.map(np.testing.assert_array_equal, after, first)
     with pytest.raises(PruningError, match=match):
         jaxprune.check(state)
     with pytest.raises(PruningError, match=match):
         jaxprune.masks_of(state)
     inspected = jaxprune.masked_state(state, checked=False)
-    assert int(inspected.step) == 0 and all(bool(m.all()) for m in jax.tree.leaves(inspected.masks))
+    assert int(inspected.step) == 1 and all(bool(m.all()) for m in jax.tree.leaves(inspected.masks))
     return inspected
 
 
@@ -119,9 +126,7 @@ def test_all_equal_scores_in_the_global_ranking_are_refused():
 def test_a_constant_leaf_in_local_scope_is_refused_naming_it():
     params = two_leaves()
     params["enc"]["b"]["kernel"] = jnp.ones((8, 8))
-    tx = jaxprune.masked_optimizer(
-        optax.sgd(0.1),
-        criterion=criteria.magnitude(),
+    tx = sgd_magnitude(
         schedule=0.5,
         prunable=r"kernel$",
         scope="local",
@@ -142,21 +147,20 @@ def test_a_constant_leaf_in_local_scope_is_refused_naming_it():
     ids=["above-1", "negative", "nan"],
 )
 def test_schedule_values_outside_the_unit_interval_are_refused_at_their_step(schedule, match):
-    """Issue 17 case 3: 1.5 pruned everything, -0.5 nothing, silently. Now the step is
-    refused, training frozen before it, and check() names it."""
-    tx = jaxprune.masked_optimizer(
-        optax.sgd(0.1),
-        criterion=criteria.magnitude(),
+    """Issue 17 case 3: 1.5 pruned everything, -0.5 nothing, silently. Now that mask update
+    is refused (the step trains with the masks it had), training freezes after it, and
+    check() names it."""
+    tx = sgd_magnitude(
         schedule=schedule,
         prunable=r"kernel$",
         update_every=1,
     )
     params = two_leaves()
-    before, _ = steps(tx, params, 3)
-    after, state = steps(tx, params, 5)
-    if "1.125" in match:  # steps 0-2 trained; 3 and 4 changed nothing
+    before, _ = steps(tx, params, 4)
+    after, state = steps(tx, params, 6)
+    if "1.125" in match:  # steps 0-3 trained (3 with step 2's masks); 4 and 5 changed nothing
         jax.tree.map(np.testing.assert_array_equal, after, before)
-        assert int(jaxprune.masked_state(state, checked=False).step) == 3
+        assert int(jaxprune.masked_state(state, checked=False).step) == 4
     with pytest.raises(PruningError, match=match):
         jaxprune.check(state)
 
@@ -199,20 +203,22 @@ def test_integer_scores_are_refused(fn):
 # 5. NaN gradients --------------------------------------------------------------------------
 
 
-def nan_at_first_step(params):
+def nan_gradients(params):
     return jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), params)
 
 
 def test_nonfinite_gradients_are_skipped_and_counted():
-    """Issue 17 case 5: NaN gradients reached params and criterion state unnoticed."""
+    """Issue 17 case 5: NaN gradients reached params and criterion state unnoticed. The
+    option: skip_nonfinite=True skips such a step and counts it."""
     params = two_leaves()
     tx = jaxprune.masked_optimizer(
         optax.adamw(1e-2),
         criterion=criteria.taylor(ema=0.5),
         schedule=0.5,
         prunable=r"kernel$",
+        skip_nonfinite=True,
     )
-    after, state = steps(tx, params, 1, grads=nan_at_first_step)
+    after, state = steps(tx, params, 1, grads=nan_gradients)
     jax.tree.map(np.testing.assert_array_equal, after, params)
     found = jaxprune.masked_state(state)
     assert int(found.nonfinite) == 1 and int(found.step) == 0
@@ -225,16 +231,18 @@ def test_nonfinite_gradients_are_skipped_and_counted():
     jax.tree.map(np.testing.assert_array_equal, resumed_params, clean_params)
 
 
-def test_skip_nonfinite_false_passes_them_on():
-    tx = jaxprune.masked_optimizer(
-        optax.sgd(0.1),
-        criterion=criteria.magnitude(),
-        schedule=0.0,
-        prunable=r"kernel$",
-        skip_nonfinite=False,
-    )
-    after, state = steps(tx, two_leaves(), 1, grads=nan_at_first_step)
-    assert bool(jnp.isnan(after["enc"]["a"]["kernel"]).all()) and int(state.nonfinite) == 0
+def test_by_default_nonfinite_gradients_pass_and_the_next_mask_update_is_refused():
+    """Issue 17 case 5, the default: NaN flows as in plain optax (no per-step cost), but no
+    mask is ranked from NaN scores: the next mask update is refused, naming the leaf."""
+    tx = sgd_magnitude(schedule=0.5, prunable=r"kernel$", update_every=1)
+    after, state = steps(tx, two_leaves(), 1, grads=nan_gradients)
+    kernel, kept = after["enc"]["a"]["kernel"], state.masks["enc"]["a"]["kernel"]
+    assert bool(jnp.isnan(kernel[kept]).all()) and bool((kernel[~kept] == 0).all())
+    assert int(state.nonfinite) == 0
+    jaxprune.check(state)  # step 0 ranked the finite params before the update
+    _, state = steps(tx, two_leaves(), 3, grads=nan_gradients)
+    with pytest.raises(PruningError, match=r"at step 1 .*enc/a/kernel hold NaN or infinity"):
+        jaxprune.check(state)
 
 
 # 6. lr_step_offset with an injected learning rate -----------------------------------------
@@ -317,9 +325,7 @@ def test_grouped_topk_group_without_leaves():
 @pytest.mark.parametrize("every", [2.5, True, "10"])
 def test_update_every_of_the_wrong_type_is_refused_when_built(every):
     with pytest.raises(TypeError, match=r"update_every must be an int >= 1 or a predicate"):
-        jaxprune.masked_optimizer(
-            optax.sgd(0.1),
-            criterion=criteria.magnitude(),
+        sgd_magnitude(
             schedule=0.5,
             prunable="kernel",
             update_every=every,
@@ -327,9 +333,7 @@ def test_update_every_of_the_wrong_type_is_refused_when_built(every):
 
 
 def test_update_every_predicate_must_return_a_bool_scalar():
-    tx = jaxprune.masked_optimizer(
-        optax.sgd(0.1),
-        criterion=criteria.magnitude(),
+    tx = sgd_magnitude(
         schedule=0.5,
         prunable="kernel",
         update_every=lambda step: jnp.zeros(3, bool),
@@ -359,9 +363,7 @@ def test_criterion_by_name_or_refused():
     ids=["floats", "shape"],
 )
 def test_a_mask_rule_returning_non_masks_is_refused(rule, match):
-    tx = jaxprune.masked_optimizer(
-        optax.sgd(0.1),
-        criterion=criteria.magnitude(),
+    tx = sgd_magnitude(
         schedule=0.5,
         prunable="kernel",
         mask_rule=rule,
@@ -371,9 +373,7 @@ def test_a_mask_rule_returning_non_masks_is_refused(rule, match):
 
 
 def test_a_mask_rule_returning_another_tree_is_refused():
-    tx = jaxprune.masked_optimizer(
-        optax.sgd(0.1),
-        criterion=criteria.magnitude(),
+    tx = sgd_magnitude(
         schedule=0.5,
         prunable="kernel",
         mask_rule=lambda s, _: {"enc": {"a": {"kernel": s["enc"]["a"]["kernel"] > 0}}},
@@ -473,21 +473,15 @@ def test_masks_from_another_model_are_refused_by_path():
 
 def test_presets_match_nnx_state_paths():
     from flax import nnx
+    from tiny import TINY_BERT
 
-    from jaxprune.models import EncoderConfig, EncoderForTask
+    from jaxprune.models import EncoderForTask
 
-    cfg = EncoderConfig(
-        arch="bert",
-        vocab_size=32,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=8,
+    model = EncoderForTask(
+        TINY_BERT, task="sequence-classification", num_labels=2, rngs=nnx.Rngs(0)
     )
-    model = EncoderForTask(cfg, task="sequence-classification", num_labels=2, rngs=nnx.Rngs(0))
     chosen = paths.select(nnx.state(model, nnx.Param), paths.BERT_ENCODER_KERNELS)
-    assert sum(jax.tree.leaves(chosen)) == 6
+    assert sum(jax.tree.leaves(chosen)) == 12  # six matrices in each of the two layers
 
 
 def test_sparsity_says_what_it_counts():
