@@ -112,8 +112,10 @@ def _reexports(app, what, name, obj, options, lines):
     for attr in obj.__all__:
         value = getattr(obj, attr)
         home = getattr(value, "__module__", None)
-        if inspect.ismodule(value) or home in (None, name):
-            continue
+        if inspect.ismodule(value) or home in (None, name) or not hasattr(value, "__qualname__"):
+            continue  # a module, a local name, or a constant (its class lives elsewhere)
+        if not home.startswith("jaxprune"):
+            continue  # a type alias of a builtin or typing construct (``dict[str, float]``)
         if any(part.startswith("_") for part in home.split(".")):
             here.append((attr, value))
         else:
