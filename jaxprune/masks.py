@@ -104,7 +104,7 @@ def _check_sparsity(sparsity: Any) -> None:
         raise ValueError(f"sparsity must be in [0, 1), got {value}")
 
 
-def _typed_sharding(x: jax.Array) -> Any:
+def explicit_sharding(x: jax.Array) -> Any:
     """The sharding in ``x``'s type where its mesh has Explicit axes (arrays built to match
     ``x`` must carry it), else None (Auto axes: the compiler propagates shardings)."""
     sharding = jax.typeof(x).sharding
@@ -115,7 +115,7 @@ def _typed_sharding(x: jax.Array) -> Any:
 def _flat_index(x: jax.Array) -> jax.Array:
     """int32 row-major flat index of every entry of ``x``, shaped and sharded like ``x``
     (no flattening: that would gather a sharded leaf)."""
-    sharding = _typed_sharding(x)
+    sharding = explicit_sharding(x)
     index = jnp.zeros(x.shape, jnp.int32)
     stride = 1
     for dim in reversed(range(x.ndim)):
@@ -255,7 +255,7 @@ def _count(hits: jax.Array) -> jax.Array:
         jax.default_backend() == "cpu"
         and hits.ndim
         and hits.shape[0] % 32 == 0
-        and _typed_sharding(hits) is None
+        and explicit_sharding(hits) is None
     ):
         runs = hits.reshape(hits.shape[0] // 32, 32, *hits.shape[1:])
         return jnp.sum(jnp.sum(runs, axis=1, dtype=jnp.int8), dtype=jnp.int32)
@@ -551,6 +551,7 @@ __all__ = [
     "ReportRow",
     "SparsityReport",
     "apply",
+    "explicit_sharding",
     "grouped_topk",
     "nm",
     "sparsity",

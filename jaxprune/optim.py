@@ -154,7 +154,7 @@ def _checked_masks(new: Any, old: Any) -> Any:
                 f"the mask rule returned {m.dtype}{list(m.shape)} at {paths.path_str(path)}; "
                 f"masks must be bool (True = kept) shaped like the parameter, {list(o.shape)}"
             )
-        sharding = masks_lib._typed_sharding(o)
+        sharding = masks_lib.explicit_sharding(o)
         if sharding is not None and jax.typeof(m).sharding != sharding:
             m = jax.sharding.reshard(m, sharding)
         out.append(m)
