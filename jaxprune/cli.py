@@ -2,8 +2,10 @@
 
     jaxprune list   experiments/configs/smp_table1.py
     jaxprune train  --config experiments/configs/smp_table1.py:mnli-10-smp_l [--set steps=100]
-                    [--workdir runs] [--restart] [--distributed | --coordinator H:P
+                    [--workdir runs] [--restart] [--random-init] [--distributed | --coordinator H:P
                     --num-processes N --process-id I] [--heartbeat-timeout S]
+    jaxprune plan   --config experiments/configs/pins_glue.py:rte-80-pins [--devices 8 32]
+                    [--layout dp fsdp] [--out experiments/results/scale]
     jaxprune eval   --run runs/smp_table1/mnli-10-smp_l          # its exported model
     jaxprune eval   --model runs/.../export --set task=rte
     jaxprune report runs/smp_table1 [--out DIR] [--reference experiments/reference]
@@ -49,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a Job field (or method_options.NAME); repeatable",
     )
+    tr.add_argument(
+        "--random-init",
+        action="store_true",
+        help="random weights of the model's (and teacher's) architecture: a smoke run at real "
+        "shapes (same as --set random_init=True)",
+    )
     tr.add_argument("--workdir", default="runs", help="runs go to WORKDIR/<config>/<variant>")
     tr.add_argument(
         "--restart",
@@ -70,6 +78,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="multi-host: a process silent this many seconds ends the run (default 100)",
     )
+
+    pl = sub.add_parser(
+        "plan", help="compile and size config variants at real shapes (no weights, no accelerator)"
+    )
+    pl.add_argument(
+        "--config", action="append", required=True, help="path/to/config.py[:variant]; repeatable"
+    )
+    pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pl.add_argument("--devices", type=int, nargs="+", default=[8], help="simulated device counts")
+    pl.add_argument("--layout", nargs="+", choices=("dp", "fsdp"), default=["dp"])
+    pl.add_argument("--utilization", type=float, default=0.4, help="of each chip's peak")
+    pl.add_argument(
+        "--no-slope", action="store_true", help="skip the compiles that find the largest batch"
+    )
+    pl.add_argument("--out", help="folder for plan.jsonl (resumable), plan.md and plan.json")
 
     ev = sub.add_parser("eval", help="dev metrics of a model on a task")
     what = ev.add_mutually_exclusive_group(required=True)
@@ -108,7 +131,7 @@ def _job(spec: str, assignments: list[str]):
 def _train(args: argparse.Namespace) -> dict:
     from jaxprune import recipes
 
-    variant, job = _job(args.config, args.set)
+    variant, job = _job(args.config, args.set + (["random_init=True"] if args.random_init else []))
     _distributed(args)  # before anything touches a device (recipes.run validates the mesh)
     name = pathlib.Path(args.config.partition(":")[0]).stem
     run_dir = pathlib.Path(args.workdir) / name / variant
@@ -162,6 +185,51 @@ def _eval(args: argparse.Namespace) -> dict:
     return {"model": job.model, "task": job.task, "dev": recipes.evaluate(job)}
 
 
+def _plan(args: argparse.Namespace) -> dict | None:
+    import jax
+
+    if min(args.devices) < 1:
+        raise ValueError(f"--devices must be >= 1, got {args.devices}")
+    jax.config.update("jax_num_cpu_devices", max(args.devices))  # before JAX starts
+
+    from jaxprune import plan, plan_report
+    from jaxprune.recipes import job as job_lib
+
+    out = pathlib.Path(args.out) if args.out else None
+    groups = []
+    for spec in args.config:
+        path, _, variant = spec.partition(":")
+        variants = job_lib.load_module(path).VARIANTS
+        if variant:
+            variants = {variant: _job(spec, [])[1]}
+        variants = {k: job_lib.override(v, args.set) for k, v in variants.items()}
+        groups.extend(plan_report.programs(pathlib.Path(path).stem, variants))
+    layouts = [(d, kind == "fsdp") for d in sorted(args.devices) for kind in args.layout]
+
+    def work():  # every layout first, then the largest batch on the first one
+        for devices, fsdp in layouts:
+            for program in groups:
+                layout = plan.layout_for(program.job, devices, fsdp)
+                ref = plan_report.Program(
+                    program.config, ("fine-tuning",), plan.fine_tuning(program.job)
+                )
+                yield ref, layout, False, True
+                yield program, layout, False, False
+        for program in [] if args.no_slope else groups:
+            yield program, plan.layout_for(program.job, *layouts[0]), True, False
+
+    records = list(plan_report.run(work(), out))
+    command = "jaxprune plan " + " ".join(sys.argv[2:] if args.argv is None else args.argv[1:])
+    if out is None:
+        table = plan_report.rows(records, args.utilization)
+        print(plan_report.markdown(table, args.utilization, command))
+        print("\n".join(plan_report.goals(table)))
+        return None
+    plan_report.write(records, out, args.utilization, command)
+    print((out / "plan.md").read_text())
+    return {"table": str(out / "plan.md"), "rows": str(out / "plan.json")}
+
+
 def _report(args: argparse.Namespace) -> dict:
     from jaxprune import report
 
@@ -191,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
-    command = {"list": _list, "train": _train, "eval": _eval, "report": _report}[args.command]
+    args.argv = argv
+    commands = {"list": _list, "train": _train, "plan": _plan, "eval": _eval, "report": _report}
+    command = commands[args.command]
     try:
         out = command(args)
         if out is not None:

@@ -240,6 +240,7 @@ def load_pretrained(
     num_labels: int = 2,
     dtype: Any = jnp.float32,
     seed: int = 0,
+    tokenizer: str | os.PathLike | None = None,
 ) -> Pretrained:
     """Loads a Hugging Face checkpoint into a jaxprune model.
 
@@ -251,6 +252,8 @@ def load_pretrained(
       num_labels: classes of a new classification head (1 = regression).
       dtype: compute dtype; params are float32.
       seed: initialisation of new heads.
+      tokenizer: where the tokenizer comes from (a folder, an embedded name or a Hub id)
+        when not from the checkpoint's folder.
 
     Returns:
       ``Pretrained(model, params, tokenizer)``; ``params`` is also set in ``model``.
@@ -273,7 +276,81 @@ def load_pretrained(
     state = nnx.state(model, nnx.Param)
     nnx.replace_by_pure_dict(state, params)
     nnx.update(model, state)
-    return Pretrained(model, params, _tokenizer(folder))
+    words = _tokenizer(folder) if tokenizer is None else load_tokenizer(tokenizer)
+    check_vocabulary(words, model, str(tokenizer or folder))
+    return Pretrained(model, params, words)
+
+
+def random_pretrained(
+    name_or_dir: str | os.PathLike,
+    *,
+    head: str | None = None,
+    num_labels: int = 2,
+    dtype: Any = jnp.float32,
+    seed: int = 0,
+    tokenizer: str | os.PathLike | None = None,
+) -> Pretrained:
+    """A model of ``name_or_dir``'s architecture with random weights, for smoke runs at real
+    shapes where the checkpoint is out of reach (asked for, never a fallback).
+
+    The architecture is a local folder's config.json, an embedded model's, or a published
+    one (:data:`jaxprune.architectures.PUBLIC` and the fine-tuned ids it knows); no weights
+    are read.
+
+    Args:
+      name_or_dir, head, num_labels, dtype, seed: as :func:`load_pretrained`.
+      tokenizer: a folder, embedded name or Hub id; None: no tokenizer (a teacher).
+
+    Raises:
+      KeyError: no architecture known for the name.
+      FileNotFoundError: the tokenizer cannot be found.
+      ValueError: the tokenizer's vocabulary is larger than the model's embedding table.
+    """
+    from jaxprune import architectures
+
+    name = str(name_or_dir)
+    path = pathlib.Path(name).expanduser()
+    if name.lower() in EMBEDDED:
+        config = architectures.config(name, folder=resolve(name))
+    else:
+        config = architectures.config(name, folder=path if path.is_dir() else None)
+    model = build(config, head=head, num_labels=num_labels, dtype=dtype, seed=seed)
+    words = None if tokenizer is None else load_tokenizer(tokenizer)
+    check_vocabulary(words, model, str(tokenizer))
+    return Pretrained(model, nnx.to_pure_dict(nnx.state(model, nnx.Param)), words)
+
+
+def load_tokenizer(name_or_dir: str | os.PathLike) -> Any:
+    """The tokenizer of a folder, an embedded model or a Hub id.
+
+    Raises:
+      FileNotFoundError: none there (or the Hub is out of reach).
+    """
+    try:
+        folder = resolve(name_or_dir)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"tokenizer {str(name_or_dir)!r} cannot be loaded: {err}; set tokenizer= to a "
+            f"folder (tokenizer=minilm has bert-base-uncased's WordPiece vocabulary)"
+        ) from err
+    words = _tokenizer(folder)
+    if words is None:
+        raise FileNotFoundError(f"no tokenizer in {folder} (none of {', '.join(_TOKENIZER_FILES)})")
+    return words
+
+
+def check_vocabulary(tokenizer: Any, model: nnx.Module, source: str) -> None:
+    """ValueError when ``tokenizer`` makes ids past ``model``'s embedding table: JAX clamps
+    an out-of-range gather, so those tokens would silently read the last row."""
+    if tokenizer is None:
+        return
+    cfg = getattr(model, "cfg", None)
+    rows = getattr(cfg, "vocab_size", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise ValueError(
+            f"the tokenizer of {source} has {len(tokenizer)} tokens but the model's embedding "
+            f"table {rows} rows: ids past {rows - 1} would read the wrong embedding"
+        )
 
 
 def build(
@@ -424,9 +501,12 @@ __all__ = [
     "Pretrained",
     "build",
     "check_head",
+    "check_vocabulary",
     "hf_config",
     "load_pretrained",
+    "load_tokenizer",
     "params_from_checkpoint",
+    "random_pretrained",
     "read_weights",
     "resolve",
     "save_pretrained",

@@ -21,10 +21,11 @@ import typing
 
 import jax
 
-from jaxprune import hf, methods
+from jaxprune import architectures, hf, methods
 from jaxprune.metrics import GLUE_TASKS
 from jaxprune.recipes import common, d2t, glue, ner, squad
 from jaxprune.recipes.job import (
+    DEFAULTS,
     RESUMABLE_CHANGES,
     Job,
     conforms,
@@ -109,6 +110,32 @@ def _check_folder(field: str, name: str, task: str) -> None:
         )
 
 
+def _check_architecture(field: str, name: str, task: str) -> None:
+    """``random_init``: a folder, an embedded model, or a published architecture that fits
+    ``task``."""
+    if name.lower() in hf.EMBEDDED or pathlib.Path(name).expanduser().exists():
+        _check_folder(field, name, task)
+        return
+    base = architectures.base_architecture(name)
+    if base is None:
+        raise ValueError(
+            f"{field}={name!r}: random_init needs its architecture, and {name} is neither a "
+            f"folder nor a published architecture known here ({', '.join(architectures.PUBLIC)}"
+            f"; fine-tuned: {', '.join(architectures.FINE_TUNED)})"
+        )
+    model_type = architectures.PUBLIC[base][0]
+    if (model_type == "gpt2") != (family(task) == "d2t"):
+        raise ValueError(f"{field}={name!r} is a {model_type} architecture; task {task} needs "
+                         f"{'GPT-2' if family(task) == 'd2t' else 'an encoder'}")  # fmt: skip
+
+
+def _check_tokenizer(name: str) -> None:
+    if name.lower() in hf.EMBEDDED or _HUB_ID.fullmatch(name):
+        return
+    if not pathlib.Path(name).expanduser().is_dir():
+        raise FileNotFoundError(f"tokenizer={name!r}: no such folder (nor a Hugging Face Hub id)")
+
+
 def validate(job: Job, *, train: bool = True) -> None:
     """Refuses a job that cannot run as asked, before anything is loaded.
 
@@ -133,7 +160,12 @@ def validate(job: Job, *, train: bool = True) -> None:
             f"doc_stride={job.doc_stride} must be below max_length={job.max_length}: "
             f"SQuAD windows overlap by doc_stride tokens"
         )
-    _check_folder("model", job.model, job.task)
+    if job.random_init:
+        _check_architecture("model", job.model, job.task)
+    else:
+        _check_folder("model", job.model, job.task)
+    if job.tokenizer is not None:
+        _check_tokenizer(job.tokenizer)
     if not train:
         return
     method = _check_method(job)
@@ -145,7 +177,8 @@ def validate(job: Job, *, train: bool = True) -> None:
     if method.teacher == "none" and job.teacher is not None:
         raise ValueError(f"teacher={job.teacher!r}: {job.method} uses no teacher; unset it")
     if job.teacher is not None:
-        _check_folder("teacher", job.teacher, job.task)
+        check = _check_architecture if job.random_init else _check_folder
+        check("teacher", job.teacher, job.task)
     refresh = (getattr(method, "objective", None), getattr(method, "teacher_mode", None))
     if refresh == ("self_regularization", "best") and job.eval_every is None:
         raise ValueError(
@@ -197,7 +230,7 @@ def run(job: Job, run_dir: str | pathlib.Path, *, restart: bool = False) -> dict
     """
     validate(job)
     if not restart:
-        check_resumable(run_dir, job.as_dict(), RESUMABLE_CHANGES)
+        check_resumable(run_dir, job.as_dict(), RESUMABLE_CHANGES, DEFAULTS)
     return common.train_and_export(job, run_dir, _load(job, train=True), restart=restart)
 
 

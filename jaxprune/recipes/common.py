@@ -22,7 +22,7 @@ import jax
 from jaxprune import data, hf, methods, paths, train
 from jaxprune.masks import sparsity_report
 from jaxprune.models import GPT2LMHeadModel, logical_axes
-from jaxprune.recipes.job import RESUMABLE_CHANGES, Job
+from jaxprune.recipes.job import DEFAULTS, RESUMABLE_CHANGES, Job
 from jaxprune.train.loop import clear_run
 from jaxprune.train.tasks import ModelFn
 
@@ -75,6 +75,23 @@ def method_for(job: Job, model: Any = None) -> Any:
     if methods.get(job.method).sparsity is None:  # soft movement: set by its regulariser
         return methods.get(job.method, **options)
     return methods.get(job.method, sparsity=job.sparsity, **options)
+
+
+def load_model(
+    job: Job, name: str, *, head: str, num_labels: int = 2, teacher: bool = False
+) -> hf.Pretrained:
+    """``name`` (the job's model, or with ``teacher`` its teacher) with ``head``: its
+    checkpoint, or random weights of its architecture when ``job.random_init``; the tokenizer
+    from ``job.tokenizer`` when set (a teacher's is not loaded under ``random_init``)."""
+    seed = 0 if teacher else job.seed
+    if job.random_init:
+        words = None if teacher else (job.tokenizer or name)
+        return hf.random_pretrained(
+            name, head=head, num_labels=num_labels, seed=seed, tokenizer=words
+        )
+    return hf.load_pretrained(
+        name, head=head, num_labels=num_labels, seed=seed, tokenizer=job.tokenizer
+    )
 
 
 def subset(dataset: datasets.Dataset, size: int | None, seed: int) -> datasets.Dataset:
@@ -261,18 +278,30 @@ def train_and_export(
         resolved_config=job.as_dict(),
         export=lambda trainable, opt_state: method.export(trainable, opt_state, run),
         may_differ=RESUMABLE_CHANGES,
+        defaults=DEFAULTS,
         restart=restart,
     )
     pruned, masks = method.export(state.params, state.opt_state, run)
     pruned = jax.device_get(pruned)
     dev = evaluate_params(pruned)
     report = sparsity_report(pruned, masks if job.method != "dense" else None)
+    target = method.sparsity if job.method != "dense" else None
+    if target is not None and report.sparsity < target - 0.005:
+        log.warning(
+            "%s: sparsity %.4f is below the target %.4f: the run ended before a mask update "
+            "reached it (its last update is due before the schedule's end); train longer or "
+            "update masks more often (method_options.update_every)",
+            run_dir,
+            report.sparsity,
+            target,
+        )
     hf.save_pretrained(model, pruned, run_dir / "export", tokenizer=tokenizer)
     result = {
         "job": job.as_dict(),
         "steps": steps,
         "dev": dict(dev),
         "sparsity": report.sparsity,
+        "target_sparsity": target,
         "seconds": round(time.time() - started, 1),
         "export": str(run_dir / "export"),
     }
@@ -290,6 +319,7 @@ __all__ = [
     "every_row",
     "has_scores",
     "layout_for",
+    "load_model",
     "method_for",
     "model_inputs",
     "subset",

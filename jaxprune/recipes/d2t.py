@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import data, hf, metrics
+from jaxprune import data, metrics
 from jaxprune.models.gpt2 import GPT2LMHeadModel, greedy_decode
 from jaxprune.recipes import common
 from jaxprune.recipes.job import Job
@@ -49,7 +49,7 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     ``train``: also the training batches."""
     dev_rows = common.dev_split(job)
     train_rows = common.train_split(job) if train else None
-    model, params, tokenizer = hf.load_pretrained(job.model, head="causal-lm", seed=job.seed)
+    model, params, tokenizer = common.load_model(job, job.model, head="causal-lm")
     assert isinstance(model, GPT2LMHeadModel)  # head="causal-lm" loads GPT-2 only
     common.check_length(job, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -72,7 +72,7 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     )
 
     def load_teacher(folder: str):
-        teacher, teacher_params, _ = hf.load_pretrained(folder, head="causal-lm")
+        teacher, teacher_params, _ = common.load_model(job, folder, head="causal-lm", teacher=True)
         return teacher, teacher_params
 
     return common.Prepared(

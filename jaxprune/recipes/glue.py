@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import data, hf, metrics
+from jaxprune import data, metrics
 from jaxprune.recipes import common
 from jaxprune.recipes.job import Job
 from jaxprune.train.tasks import ModelFn
@@ -43,8 +43,8 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     num_labels = spec.num_classes or 1
     dev_rows = common.dev_split(job, "validation_matched" if job.task == "mnli" else "validation")
     train_rows = common.train_split(job) if train else None
-    model, params, tokenizer = hf.load_pretrained(
-        job.model, head="sequence-classification", num_labels=num_labels, seed=job.seed
+    model, params, tokenizer = common.load_model(
+        job, job.model, head="sequence-classification", num_labels=num_labels
     )
     common.check_length(job, model)
     encode = lambda ds: data.encode_glue(ds, tokenizer, job.task, job.max_length)  # noqa: E731
@@ -52,8 +52,8 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     dev_batches = data.Batcher(encode(dev_rows), job.eval_batch_size, shuffle=False, pad_id=pad)
 
     def load_teacher(folder: str):
-        teacher, teacher_params, _ = hf.load_pretrained(
-            folder, head="sequence-classification", num_labels=num_labels
+        teacher, teacher_params, _ = common.load_model(
+            job, folder, head="sequence-classification", num_labels=num_labels, teacher=True
         )
         return teacher, teacher_params
 

@@ -49,6 +49,13 @@ class Job:
       data_dir: local data folder (``JAXPRUNE_DATA_DIR`` when None), else the Hub.
       teacher: fine-tuned dense checkpoint for methods that distil from one (PINS: its
         first self-teacher); refused for a method that uses no teacher.
+      random_init: start from random weights of the model's architecture (and the
+        teacher's) instead of its checkpoint: a smoke test of a paper-scale run where the
+        weights are out of reach. ``model`` and ``teacher`` may then be names of
+        :data:`jaxprune.architectures.PUBLIC` (or their fine-tuned ids) as well as folders.
+        Never a fallback: a missing checkpoint is an error without it.
+      tokenizer: a tokenizer folder, ``minilm`` or a Hub id; None: the model's own. Its
+        vocabulary must fit the model's embedding table.
       label: the row name in the paper's table (``report`` matches reference numbers by it).
       reference: ``<file>/<table>`` of ``experiments/reference`` that this run reproduces.
 
@@ -80,6 +87,8 @@ class Job:
     fsdp: bool = False
     data_dir: str | None = None
     teacher: str | None = None
+    random_init: bool = False
+    tokenizer: str | None = None
     label: str = ""
     reference: str = ""
 
@@ -132,6 +141,9 @@ class Job:
 RESUMABLE_CHANGES = frozenset(
     {"data_dir", "eval_batch_size", "model_parallel", "fsdp", "label", "reference"}
 )
+
+#: Every :class:`Job` field's default, for run folders written before a field existed.
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(Job)}
 
 
 def with_options(job: Job, **options: Any) -> Job:
@@ -261,6 +273,7 @@ def _did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 
 __all__ = [
+    "DEFAULTS",
     "RESUMABLE_CHANGES",
     "Job",
     "conforms",

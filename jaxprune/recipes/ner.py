@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import data, hf, metrics
+from jaxprune import data, metrics
 from jaxprune.data.conll import NER
 from jaxprune.recipes import common
 from jaxprune.recipes.job import Job
@@ -52,8 +52,8 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     training batches."""
     dev_set = common.dev_split(job)
     train_rows = common.train_split(job) if train else None
-    model, params, tokenizer = hf.load_pretrained(
-        job.model, head="token-classification", num_labels=len(NER), seed=job.seed
+    model, params, tokenizer = common.load_model(
+        job, job.model, head="token-classification", num_labels=len(NER)
     )
     common.check_length(job, model)
     pad = tokenizer.pad_token_id
@@ -66,8 +66,8 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     )
 
     def load_teacher(folder: str):
-        teacher, teacher_params, _ = hf.load_pretrained(
-            folder, head="token-classification", num_labels=len(NER)
+        teacher, teacher_params, _ = common.load_model(
+            job, folder, head="token-classification", num_labels=len(NER), teacher=True
         )
         return teacher, teacher_params
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from jaxprune import data, hf, metrics
+from jaxprune import data, metrics
 from jaxprune.recipes import common
 from jaxprune.recipes.job import Job
 from jaxprune.train.tasks import ModelFn
@@ -46,9 +46,7 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     batches (windows of ``train``)."""
     dev_set = common.dev_split(job)
     train_rows = common.train_split(job) if train else None
-    model, params, tokenizer = hf.load_pretrained(
-        job.model, head="question-answering", seed=job.seed
-    )
+    model, params, tokenizer = common.load_model(job, job.model, head="question-answering")
     common.check_length(job, model)
     dev_features = data.encode_squad_eval(dev_set, tokenizer, job.max_length, job.doc_stride)
     pad = tokenizer.pad_token_id
@@ -59,7 +57,9 @@ def prepare(job: Job, *, train: bool = True) -> common.Prepared:
     )
 
     def load_teacher(folder: str):
-        teacher, teacher_params, _ = hf.load_pretrained(folder, head="question-answering")
+        teacher, teacher_params, _ = common.load_model(
+            job, folder, head="question-answering", teacher=True
+        )
         return teacher, teacher_params
 
     return common.Prepared(

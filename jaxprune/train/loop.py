@@ -16,7 +16,7 @@ import pathlib
 import shutil
 import signal
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -79,12 +79,17 @@ def _flat(config: dict) -> dict[str, Any]:
 
 
 def check_resumable(
-    run_dir: str | pathlib.Path, resolved_config: dict, may_differ: Collection[str] = ()
+    run_dir: str | pathlib.Path,
+    resolved_config: dict,
+    may_differ: Collection[str] = (),
+    defaults: Mapping[str, Any] | None = None,
 ) -> None:
     """Refuses to resume checkpoints that another config wrote.
 
     A folder without a checkpoint passes. Otherwise its ``config.json`` must equal
-    ``resolved_config`` (compared as JSON) except in the top-level keys ``may_differ``.
+    ``resolved_config`` (compared as JSON) except in the top-level keys ``may_differ``; a
+    top-level key the saved config lacks counts as its value in ``defaults`` (a setting
+    added after the run was written, at the value that run had).
 
     Raises:
       RunConfigError: naming every differing key with its saved and new value, or saying
@@ -103,7 +108,8 @@ def check_resumable(
         saved = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise RunConfigError(f"{path} is not valid JSON ({err}); {_FRESH}") from err
-    old, new = _flat(saved), _flat(resolved_config)
+    added = {k: v for k, v in (defaults or {}).items() if k not in saved}
+    old, new = _flat({**added, **saved}), _flat(resolved_config)
     absent = "(absent)"
     changed = [
         f"{key}: {old.get(key, absent)!r} -> {new.get(key, absent)!r}"
@@ -252,6 +258,7 @@ def fit(
     resolved_config: dict | None = None,
     export: Callable[[Any, Any], tuple[Any, Any]] | None = None,
     may_differ: Collection[str] = (),
+    defaults: Mapping[str, Any] | None = None,
     restart: bool = False,
 ) -> tuple[Any, Any]:
     """Trains ``state`` for ``config.steps`` steps, resuming from ``run_dir`` if it holds a
@@ -277,6 +284,8 @@ def fit(
         (a method's ``export``); default: the params and the ``masked_optimizer`` masks.
       may_differ: keys of ``resolved_config`` that do not change the result: a checkpoint
         whose config differs only in them is resumed.
+      defaults: values of settings newer than a saved config.json (see
+        :func:`check_resumable`).
       restart: delete what an earlier run left in ``run_dir`` (:data:`RUN_FILES`) and start
         from step 0.
 
@@ -295,7 +304,7 @@ def fit(
     if restart:
         clear_run(run_dir)
     elif resolved_config is not None:
-        check_resumable(run_dir, resolved_config, may_differ)
+        check_resumable(run_dir, resolved_config, may_differ, defaults)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resolved_config is not None and jax.process_index() == 0:
         (run_dir / "config.json").write_text(json.dumps(resolved_config, indent=2, default=str))
