@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
         "--no-slope", action="store_true", help="skip the compiles that find the largest batch"
     )
     pl.add_argument("--out", help="folder for plan.jsonl (resumable), plan.md and plan.json")
+    pl.add_argument(
+        "--cached", action="store_true", help="compile nothing: tabulate what --out holds"
+    )
 
     ev = sub.add_parser("eval", help="dev metrics of a model on a task")
     what = ev.add_mutually_exclusive_group(required=True)
@@ -218,14 +221,23 @@ def _plan(args: argparse.Namespace) -> dict | None:
         for program in [] if args.no_slope else groups:
             yield program, plan.layout_for(program.job, *layouts[0]), True, False
 
-    records = list(plan_report.run(work(), out))
-    command = "jaxprune plan " + " ".join(sys.argv[2:] if args.argv is None else args.argv[1:])
+    if args.cached and out is None:
+        raise ValueError("--cached tabulates the plans in --out: give --out")
+    records = list(plan_report.run(work(), out, compile=not args.cached))
+    planned = {(r["key"], r["layout"]["name"]) for r in records}
+    missing = [
+        f"{program.config} {program.variants[0]} on {layout.name}"
+        for program, layout, _, reference in work()
+        if not reference and (program.key, layout.name) not in planned
+    ]
+    argv = sys.argv[2:] if args.argv is None else args.argv[1:]
+    command = "jaxprune plan " + " ".join(a for a in argv if a != "--cached")
     if out is None:
         table = plan_report.rows(records, args.utilization)
         print(plan_report.markdown(table, args.utilization, command))
         print("\n".join(plan_report.goals(table)))
         return None
-    plan_report.write(records, out, args.utilization, command)
+    plan_report.write(records, out, args.utilization, command, sorted(set(missing)))
     print((out / "plan.md").read_text())
     return {"table": str(out / "plan.md"), "rows": str(out / "plan.json")}
 

@@ -77,11 +77,14 @@ def read(path: pathlib.Path) -> list[dict[str, Any]]:
 
 
 def run(
-    work: Iterable[tuple[Program, plan.Layout, bool, bool]], out: pathlib.Path | None
+    work: Iterable[tuple[Program, plan.Layout, bool, bool]],
+    out: pathlib.Path | None,
+    *,
+    compile: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Plans each ``(program, layout, slope, reference)`` not yet in ``out/plan.jsonl`` and
     appends its record there (``out`` None: keeps nothing); yields every record, old and
-    new."""
+    new. ``compile=False``: yields the old records only."""
     path = None if out is None else out / "plan.jsonl"
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,8 +96,10 @@ def run(
     }
     for program, layout, slope, reference in work:
         old = done.get((program.key, layout.name))
-        if old is not None and (old["slope"] is not None or not slope):
+        if old is not None and (old["slope"] is not None or not slope or not compile):
             yield old
+            continue
+        if not compile:
             continue
         start = time.perf_counter()
         known = slopes.get((repr(plan.slope_key(program.job)), layout.name)) if slope else None
@@ -282,12 +287,23 @@ def goals(table: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def write(
-    records: Sequence[dict[str, Any]], out: pathlib.Path, utilization: float, command: str
+    records: Sequence[dict[str, Any]],
+    out: pathlib.Path,
+    utilization: float,
+    command: str,
+    missing: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """``out/plan.md`` and ``out/plan.json`` from ``records``; returns the rows."""
+    """``out/plan.md`` and ``out/plan.json`` from ``records``; returns the rows. ``missing``:
+    the (program, layout) pairs asked for and not planned, listed under the goals."""
     table = rows(records, utilization)
     text = markdown(table, utilization, command)
     text += "\n## Goals\n\n" + "\n".join(goals(table)) + "\n"
+    if missing:
+        text += (
+            f"\n## Not planned yet ({len(missing)})\n\n"
+            + "\n".join(f"- {m}" for m in missing)
+            + "\n"
+        )
     (out / "plan.md").write_text(text)
     (out / "plan.json").write_text(json.dumps(table, indent=1))
     return table
