@@ -215,6 +215,8 @@ def markdown(table: Sequence[dict[str, Any]], utilization: float, command: str) 
         f"{accelerators.USABLE_HBM:.0%} of HBM (dp rows; from compiles at "
         f"{plan.SLOPE_BATCHES[0]} and {plan.SLOPE_BATCHES[1]} per device). `fits`: chips",
         "whose usable HBM holds the peak (4 = v4, e = v5e, p = v5p, H = H100, A = A100).",
+        "`compile s`: wall time of the train step's compile on the machine that made the",
+        "table (2 CPU cores, shared with other jobs while it ran).",
         "",
         head,
         "|" + "---|" * (head.count("|") - 1),
@@ -250,7 +252,31 @@ def markdown(table: Sequence[dict[str, Any]], utilization: float, command: str) 
             "".join(letters[c] for c in CHIPS if row["fits"][c]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *time_table(table, utilization)]) + "\n"
+
+
+def time_table(table: Sequence[dict[str, Any]], utilization: float) -> list[str]:
+    """Step and whole-run time on every chip, for the rows on the first layout planned."""
+    if not table:
+        return []
+    first = table[0]["layout"]
+    head = "| config | variants | steps | " + " | ".join(f"{c} ms / h" for c in CHIPS) + " |"
+    lines = [
+        f"## Projected time on {first} ({utilization:.0%} of peak; ms a step / hours a run)",
+        "",
+        head,
+        "|" + "---|" * (head.count("|") - 1),
+    ]
+    for row in table:
+        if row["layout"] != first:
+            continue
+        times = [f"{row['step_seconds'][c] * 1e3:.1f} / {row['run_hours'][c]:.2f}" for c in CHIPS]
+        lines.append(
+            f"| {row['config']} | {_variants(row['variants'])} | {row['steps']} | "
+            + " | ".join(times)
+            + " |"
+        )
+    return lines
 
 
 def goals(table: Sequence[dict[str, Any]]) -> list[str]:
@@ -320,5 +346,6 @@ __all__ = [
     "record",
     "rows",
     "run",
+    "time_table",
     "write",
 ]
