@@ -1,7 +1,9 @@
 """Accelerator chips from their public spec sheets, and step-time projections on them.
 
 A projection is a roofline: a step takes the longer of its FLOPs at ``utilization`` x the
-chip's peak and its bytes accessed at ``utilization`` x its HBM bandwidth. Peaks are those
+chip's peak and its bytes accessed at ``utilization`` x its HBM bandwidth. With XLA:CPU's
+cost analysis (as ``jaxprune plan`` uses) the bytes count every operation the CPU compiler
+leaves unfused, so a bytes-bound projection is an upper bound for TPU and GPU. Peaks are those
 that apply to float32 inputs as JAX runs them by default: TPUs multiply float32 in one
 bfloat16 pass (``precision=DEFAULT``), so their bfloat16 peak; NVIDIA GPUs use TF32 tensor
 cores, so their dense TF32 peak (not the 2:4-sparsity figure). Memory is per chip; one chip

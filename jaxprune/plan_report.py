@@ -211,7 +211,10 @@ def markdown(table: Sequence[dict[str, Any]], utilization: float, command: str) 
         "`x FT`: peak over plain dense fine-tuning (AdamW, no masks) of the same model, task,",
         "batch and layout. Step times are a roofline of XLA's FLOPs and bytes per device at",
         f"{utilization:.0%} of the chip's spec-sheet peak (jaxprune/accelerators.py); run time =",
-        "step time x the run's steps. `max b/dev`: largest examples per device whose peak fits",
+        "step time x the run's steps. XLA:CPU counts the bytes of every operation it does",
+        "not fuse, more than a TPU or GPU compiler leaves unfused, so where the bytes bound",
+        "the step (most rows here: small per-device batches) the time is an upper bound.",
+        "`max b/dev`: largest examples per device whose peak fits",
         f"{accelerators.USABLE_HBM:.0%} of HBM (dp rows; from compiles at "
         f"{plan.SLOPE_BATCHES[0]} and {plan.SLOPE_BATCHES[1]} per device). `fits`: chips",
         "whose usable HBM holds the peak (4 = v4, e = v5e, p = v5p, H = H100, A = A100).",
