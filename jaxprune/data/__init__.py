@@ -13,7 +13,8 @@ train.tsv``, ``squad/dev-v1.1.json``, ``conll2003/train.txt``, ``e2e/trainset.cs
         ...
 
 ``Batcher(..., pack=True)`` packs several examples into each row for sequence classification
-(one batch shape, little padding; see :mod:`jaxprune.data.packing`).
+(one batch shape, little padding; see :mod:`jaxprune.data.packing`). :func:`prefetch` runs
+any batch iterator (and its copies to the devices) ahead of the training loop in a thread.
 
 Malformed files raise :class:`DataFormatError` (a ValueError naming the file and line); rows
 skipped or rewritten for a reason are counted in the ``jaxprune.data`` log.
@@ -33,6 +34,7 @@ from jaxprune.data.d2t import dart, e2e, encode_d2t, linearize, webnlg
 from jaxprune.data.glue import ALIASES as GLUE_ALIASES
 from jaxprune.data.glue import TASKS as GLUE_TASKS
 from jaxprune.data.glue import encode_glue, glue
+from jaxprune.data.prefetch import prefetch
 from jaxprune.data.squad import encode_squad_eval, encode_squad_train, postprocess_squad, squad
 
 _FAMILIES: dict[str, Callable[..., datasets.Dataset]] = {
@@ -78,6 +80,7 @@ __all__ = [
     "linearize",
     "load",
     "postprocess_squad",
+    "prefetch",
     "squad",
     "unbatch",
     "webnlg",
