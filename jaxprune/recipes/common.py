@@ -249,12 +249,12 @@ def train_and_export(
             method.eval_params(trainable) if has_scores(trainable) else trainable
         )
 
-    def stream(epoch: int, start: int):
-        for batch in itertools.islice(train_batches(epoch), start, None):
-            yield {
-                k: jax.make_array_from_process_local_data(layout.batch, v)
-                for k, v in model_inputs(batch).items()
-            }
+    def stream(epoch: int, start: int):  # batching and placement run a step ahead
+        batches = itertools.islice(train_batches(epoch), start, None)
+        return data.prefetch(
+            jax.make_array_from_process_local_data(layout.batch, model_inputs(batch))
+            for batch in batches
+        )
 
     if restart:
         clear_run(run_dir, ("result.json", "export"))
