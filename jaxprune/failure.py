@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NONE, SPARSITY, NONFINITE, NO_EVIDENCE, TIED, TIED_LEAF = range(6)
 
@@ -73,9 +74,7 @@ def of_mask_update(
     """
     score_leaves = [s for s in jax.tree.leaves(scores) if s is not None]
     mask_leaves = [m for m in jax.tree.leaves(masks) if m is not None]
-    lo = jnp.stack([jnp.min(s).astype(jnp.float32) for s in score_leaves])
-    hi = jnp.stack([jnp.max(s).astype(jnp.float32) for s in score_leaves])
-    cut = jnp.stack([jnp.sum(~m, dtype=jnp.int32) for m in mask_leaves])  # pruned per leaf
+    lo, hi, cut = _leaf_stats(score_leaves, mask_leaves)  # cut: pruned per leaf
     sizes = jnp.asarray([m.size for m in mask_leaves], jnp.int32)
     if scope == "global":
         pruned, n = jnp.sum(cut), int(sum(m.size for m in mask_leaves))
@@ -105,6 +104,26 @@ def of_mask_update(
     return Failure(
         code, step.astype(jnp.int32), value.astype(jnp.float32), detail.astype(jnp.int32)
     )
+
+
+def _leaf_stats(scores: list[jax.Array], masks: list[jax.Array]) -> tuple[jax.Array, ...]:
+    """Per leaf, the float32 min and max of its scores and the int32 count of its pruned
+    entries. Leaves of one shape (and sharding) are stacked, so the program holds three
+    reductions per shape, not per leaf: XLA's compile time grew faster than linearly with
+    per-leaf reductions gathered into one vector (``benchmarks/compile_time.py``)."""
+    by_type: dict[Any, list[int]] = {}
+    for i, (s, m) in enumerate(zip(scores, masks, strict=True)):
+        key = (s.shape, jax.typeof(s).sharding, jax.typeof(m).sharding)
+        by_type.setdefault(key, []).append(i)
+    out = [jnp.zeros(len(scores), d) for d in (jnp.float32, jnp.float32, jnp.int32)]
+    for leaves in by_type.values():
+        s = jnp.stack([scores[i].astype(jnp.float32) for i in leaves])
+        m = jnp.stack([masks[i] for i in leaves])
+        axes = tuple(range(1, s.ndim))
+        pruned = jnp.sum(~m, axis=axes, dtype=jnp.int32)
+        stats = jnp.min(s, axis=axes), jnp.max(s, axis=axes), pruned
+        out = [o.at[np.asarray(leaves)].set(v) for o, v in zip(out, stats, strict=True)]
+    return tuple(out)
 
 
 def first(current: Failure, new: Failure) -> Failure:

@@ -5,15 +5,22 @@ skipped. Masks are boolean arrays shaped like their scores (True = kept), so the
 same sharding as the parameters (also on meshes with ``Explicit`` axes, where every array
 built here carries its score's sharding in its type).
 
-The global top-k never concatenates or sorts the model. Scores are ordered by
-order-preserving unsigned keys and the k-th largest key is found by bisection on its bits:
-each step is one count (a fused compare-and-sum over every leaf, comparing the scores with the
-float of the candidate key), so the search is exact, costs O(n) per step and runs on sharded
-leaves without gathering them. It stops as soon as a prefix has exactly k keys at or above it
-(typically after 20 to 30 steps on continuous scores). Ties at the threshold are broken by
-position (earlier leaf in ``jax.tree.leaves`` order, then lower flat index wins): only the one
-leaf holding the cut among the ties is searched, by bisection on the index. NaN ranks lowest,
--0.0 ties with 0.0, and on backends that flush denormals (XLA:CPU, TPU) denormals tie with 0.
+The top-k never sorts. Scores are ordered by order-preserving unsigned keys and the k-th
+largest key is found by bisection on its bits: each step is one count (a fused
+compare-and-sum over every leaf, comparing the scores with the float of the candidate key),
+so the search is exact, costs O(n) per step and runs on sharded leaves without gathering
+them. It stops as soon as a prefix has exactly k keys at or above it (typically after 20 to
+30 steps on continuous scores). Ties at the threshold are broken by position (earlier leaf in
+``jax.tree.leaves`` order, then lower flat index wins): only the one leaf holding the cut
+among the ties is searched, by bisection on the index. NaN ranks lowest, -0.0 ties with 0.0,
+and on backends that flush denormals (XLA:CPU, TPU) denormals tie with 0.
+
+The search runs on stacks: the leaves of one shape and sharding stacked along a new first
+axis (a copy of the scores while the masks are computed, sharded like the leaves; on Auto
+mesh axes, XLA may reshard a leaf whose sharding differs from its stack's). Its program is a
+few operations per stack, and each leaf's mask one comparison that every leaf of its shape
+shares, so compile time grows linearly with the number of leaves (XLA's passes grew with the
+square of the operations in a loop body; ``benchmarks/compile_time.py``).
 
 Scores are ranked exactly in their own precision: float16, bfloat16 and float32 as float32
 (an exact widening), float64 (with ``jax_enable_x64``) on 64-bit keys; a group that mixes
@@ -90,8 +97,10 @@ def _keys(scores: jax.Array, fmt: _KeyFormat) -> jax.Array:
     return jnp.where(jnp.isnan(x), jnp.zeros_like(keys), keys)
 
 
-def _kept_count(density: jax.Array, n: int) -> jax.Array:
-    """``round(density * n)`` as int32, clipped to [0, n] (float32 arithmetic)."""
+def _kept_count(density: jax.Array, n: Any) -> jax.Array:
+    """``round(density * n)`` as int32, clipped to [0, n] (float32 arithmetic), for a size
+    ``n`` or an array of sizes."""
+    n = np.asarray(n, np.float32)
     return jnp.clip(jnp.round(density * n), 0, n).astype(jnp.int32)
 
 
@@ -112,22 +121,108 @@ def explicit_sharding(x: jax.Array) -> Any:
     return sharding if any(t == jax.sharding.AxisType.Explicit for t in types) else None
 
 
-def _flat_index(x: jax.Array) -> jax.Array:
-    """int32 row-major flat index of every entry of ``x``, shaped and sharded like ``x``
-    (no flattening: that would gather a sharded leaf)."""
+def _flat_index(x: jax.Array, start: int = 0) -> jax.Array:
+    """int32 row-major flat index of every entry of ``x`` over its axes from ``start`` on,
+    shaped and sharded like ``x`` (no flattening: that would gather a sharded leaf)."""
     sharding = explicit_sharding(x)
     index = jnp.zeros(x.shape, jnp.int32)
     stride = 1
-    for dim in reversed(range(x.ndim)):
+    for dim in reversed(range(start, x.ndim)):
         iota = lax.broadcasted_iota(jnp.int32, x.shape, dim, out_sharding=sharding)
         index = index + iota * stride if dim < x.ndim - 1 else iota
         stride *= x.shape[dim]
     return index
 
 
+class _Stack(NamedTuple):
+    """The leaves of one shape and sharding, stacked along a new first axis (one row each)."""
+
+    leaves: np.ndarray  # int: the rows' leaf indices, in leaf order
+    groups: np.ndarray  # int: the rows' groups
+    values: jax.Array  # (rows, *shape), the key format's float; sharded like the leaves
+
+
+def _stacks(values: list[jax.Array], groups: list[int]) -> list[_Stack]:
+    by_type: dict[Any, list[int]] = {}
+    for i, v in enumerate(values):
+        by_type.setdefault((v.shape, explicit_sharding(v)), []).append(i)
+    return [
+        _Stack(
+            np.asarray(m),
+            np.asarray(groups)[m],
+            values[m[0]][None] if len(m) == 1 else jnp.stack([values[i] for i in m]),
+        )
+        for m in by_type.values()
+    ]
+
+
+def _along_rows(vector: jax.Array, like: jax.Array) -> jax.Array:
+    """A vector with one entry per row of ``like``, shaped to broadcast against it."""
+    return vector.reshape(-1, *(1,) * (like.ndim - 1))
+
+
+def _leaf_rows(table: jax.Array) -> list[jax.Array]:
+    """``list(table)``: the rows of a (leaves, k) table, each read by a one-hot selection.
+
+    XLA:CPU compiles every distinct kernel (about 10 ms each) and identical kernels once. A
+    static slice per row would make each leaf's mask a kernel of its own; a one-hot selection
+    keeps the row's index in a constant outside the kernel, so that the masks of all leaves of
+    one shape share their kernels. The rows are laid out on a grid of about sqrt(n) x sqrt(n),
+    so that the one-hot constants total O(n) entries.
+    """
+    n = table.shape[0]
+    cols = math.ceil(math.sqrt(n))
+    lines = math.ceil(n / cols)
+    grid = jnp.pad(table, ((0, lines * cols - n), (0, 0))).reshape(lines, cols, -1)
+    zeros = jnp.zeros_like(grid)
+    eye_lines, eye_cols = np.eye(lines, dtype=bool), np.eye(cols, dtype=bool)
+    rows = []
+    for i in range(n):
+        line, col = divmod(i, cols)
+        in_col = lax.broadcast_in_dim(eye_cols[col], grid.shape, (1,))
+        in_line = lax.broadcast_in_dim(eye_lines[line], grid.shape, (0,))
+        picked = lax.select(in_line, lax.select(in_col, grid, zeros), zeros)
+        rows.append(jnp.max(picked, axis=(0, 1)))
+    return rows
+
+
+def _scattered_sum(values: list[jax.Array], indices: list[Any], size: int) -> jax.Array:
+    """int32[size]: every ``values[j]`` added at its ``indices[j]``."""
+    total = jnp.zeros((size,), jnp.int32)
+    for v, index in zip(values, indices, strict=True):
+        total = total + jax.ops.segment_sum(v, index, size)
+    return total
+
+
+def _row_counts(hits: jax.Array) -> jax.Array:
+    """int32[rows]: the True entries of every row (first axis) of a bool array.
+
+    XLA:CPU splits a sum over a long axis into a tree whose first level reads a stored copy of
+    its input; summing runs of 32 entries of a row's first axis in int8 first keeps the
+    comparison fused into one pass, twice as fast or more. Other backends, whose reductions
+    fuse (and where splitting a sharded axis could move data), axes that do not split into
+    runs of 32, and arrays sharded in their type (Explicit mesh axes) take one int32 sum.
+    """
+    axes = tuple(range(1, hits.ndim))
+    if (
+        jax.default_backend() == "cpu"
+        and hits.ndim > 1
+        and hits.shape[1] % 32 == 0
+        and explicit_sharding(hits) is None
+    ):
+        runs = hits.reshape(hits.shape[0], hits.shape[1] // 32, 32, *hits.shape[2:])
+        return jnp.sum(jnp.sum(runs, axis=2, dtype=jnp.int8), axis=axes, dtype=jnp.int32)
+    return jnp.sum(hits, axis=axes, dtype=jnp.int32)
+
+
 def grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> list[jax.Array]:
     """Keeps exactly ``ks[g]`` largest entries within each group of leaves (the engine of
     :func:`topk`; use it directly for per-matrix counts, e.g. SMP-S's ratios).
+
+    Leaves of one shape (and sharding) are searched as one stack: the search is a few
+    operations per distinct shape, and compile time grows linearly with the leaves. The stacks
+    are one copy of the scores while the masks are computed (on XLA:CPU about 14% of the
+    search's time for BERT-base's 85M scores).
 
     Args:
       leaves: floating-point score arrays.
@@ -144,8 +239,7 @@ def grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> l
             f"grouped_topk needs one group index per leaf and ks of shape (G,): got "
             f"{len(leaves)} leaves, {len(groups)} group indices, ks of shape {jnp.shape(ks)}"
         )
-    members = [[i for i, g in enumerate(groups) if g == j] for j in range(n_groups)]
-    empty = [j for j, m in enumerate(members) if not m]
+    empty = sorted(set(range(n_groups)) - set(groups))
     stray = sorted({g for g in groups if not 0 <= g < n_groups})
     if empty or stray:
         raise ValueError(
@@ -155,11 +249,11 @@ def grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> l
     _check_scores(leaves)
     fmt = _format(leaves)
     values = [s.astype(fmt.float) for s in leaves]
-    sizes = [sum(leaves[i].size for i in m) for m in members]
-    ks = jnp.clip(jnp.asarray(ks, jnp.int32), 0, jnp.asarray(sizes, jnp.int32))
-
-    def count_ge(key: jax.Array, g: int) -> jax.Array:  # int32: group g's entries >= key
-        return sum((_count(values[i] >= _key_value(key, fmt)) for i in members[g]), jnp.int32(0))
+    stacks = _stacks(values, groups)
+    group_of = np.asarray(groups)
+    size_of = np.asarray([s.size for s in leaves], np.int32)
+    sizes = jnp.asarray(np.bincount(group_of, size_of, n_groups), jnp.int32)
+    ks = jnp.clip(jnp.asarray(ks, jnp.int32), 0, sizes)
 
     def unfinished(state):
         bit, _, n_prefix = state
@@ -169,50 +263,106 @@ def grouped_topk(leaves: list[jax.Array], groups: list[int], ks: jax.Array) -> l
         bit, prefix, n_prefix = state
         one = jnp.ones((), fmt.uint)
         cand = prefix | jnp.left_shift(one, (fmt.bits - 1 - bit).astype(fmt.uint))
-        n_ge = jnp.stack([count_ge(cand[g], g) for g in range(n_groups)])
+        value = _key_value(cand, fmt)
+        hits = [s.values >= _along_rows(value[s.groups], s.values) for s in stacks]
+        n_ge = _scattered_sum([_row_counts(h) for h in hits], [s.groups for s in stacks], n_groups)
         take = n_ge >= ks
         return bit + 1, jnp.where(take, cand, prefix), jnp.where(take, n_ge, n_prefix)
 
     # tau: the largest key prefix with at least ks[g] keys at or above it. The search stops
     # once every group has exactly ks[g] there (then the mask is keys >= tau); a group that
     # needs every bit ends at its k-th largest key, tied across the cut.
-    start = (jnp.int32(0), jnp.zeros((n_groups,), fmt.uint), jnp.asarray(sizes, jnp.int32))
+    start = (jnp.int32(0), jnp.zeros((n_groups,), fmt.uint), sizes)
     _, tau, n_tau = lax.while_loop(unfinished, key_bit, start)
-
-    def tie_bounds(g: int) -> list[jax.Array]:
-        # Group g's k-th largest key is tied across the cut. Ties are kept in position order,
-        # so only one leaf of the group is cut: earlier members keep all their ties, later
-        # ones none. Bisect on the index inside that leaf only.
-        m = members[g]
-        above = [_above(values[i], tau[g], fmt) for i in m]
-        tied = [_at_least(values[i], tau[g], fmt) & ~a for i, a in zip(m, above, strict=True)]
-        need = ks[g] - sum(_count(a) for a in above)  # ties to keep
-        ties = jnp.stack([_count(t) for t in tied])
-        before = jnp.cumsum(ties) - ties
-        holder = jnp.argmax(before + ties >= need)
-        need_in = need - before[holder]
-        branches = [functools.partial(_tie_bound, t, need_in) for t in tied]
-        cut = lax.switch(holder, branches) if len(m) > 1 else branches[0]()
-        return [
-            jnp.where(j < holder, leaves[i].size, jnp.where(j == holder, cut, 0))
-            for j, i in enumerate(m)
-        ]
 
     # Per leaf, the index bound below which entries equal to tau are kept: all of them in a
     # group with exactly ks[g] keys >= tau (the usual case: the mask is then keys >= tau);
-    # only the other groups run the tie search.
-    bounds = [jnp.int32(s.size) for s in leaves]
-    for g, m in enumerate(members):
-        whole = [bounds[i] for i in m]
-        cut = lax.cond(n_tau[g] == ks[g], lambda w=whole: w, functools.partial(tie_bounds, g))
-        for i, b in zip(m, cut, strict=True):
-            bounds[i] = b
+    # the tie search runs only when some group needs it.
+    full = jnp.asarray(size_of)
+    tie_search = functools.partial(_tie_bounds, stacks, group_of, size_of, tau, n_tau, ks, fmt)
+    bounds = lax.cond(jnp.any(n_tau != ks), tie_search, lambda: full)
+    # The masks, one fused comparison per leaf: keys above tau, and keys equal to it below the
+    # leaf's bound.
+    key = tau[group_of]
+    bits = functools.partial(lax.bitcast_convert_type, new_dtype=fmt.uint)
+    columns = [bits(_above_value(key, fmt)), bits(_key_value(key, fmt)), key == 0, bounds]
+    rows = _leaf_rows(jnp.stack([c.astype(fmt.uint) for c in columns], axis=1))
+    index: dict[int, jax.Array] = {}
+    for s in stacks:  # one flat index per shape and sharding
+        index |= dict.fromkeys(s.leaves.tolist(), _flat_index(values[s.leaves[0]]))
     masks = []
-    for i, s in enumerate(leaves):
-        t = tau[groups[i]]
-        at_cut = _at_least(values[i], t, fmt) & (_flat_index(s) < bounds[i])
-        masks.append(_above(values[i], t, fmt) | at_cut)
+    for i, (v, row) in enumerate(zip(values, rows, strict=True)):
+        above, at_least = lax.bitcast_convert_type(row[:2], fmt.float)
+        bound = row[3].astype(jnp.int32)
+        at_cut = ((v >= at_least) | (row[2] > 0)) & (index[i] < bound)
+        masks.append((v >= above) | at_cut)
     return masks
+
+
+def _tie_bounds(
+    stacks: list[_Stack],
+    group_of: np.ndarray,
+    size_of: np.ndarray,
+    tau: jax.Array,
+    n_tau: jax.Array,
+    ks: jax.Array,
+    fmt: _KeyFormat,
+) -> jax.Array:
+    """int32[leaves]: the flat index bound below which a leaf keeps its entries equal to its
+    group's ``tau``, for groups whose k-th largest key is tied across the cut (``n_tau[g] >
+    ks[g]``; every other leaf keeps them all).
+
+    Ties are kept in position order, so only one leaf of a group is cut, its holder: earlier
+    members keep all their ties, later ones none. The cut is a bisection on the index inside
+    the holders only (a stack with more rows than there are groups is searched on its
+    holders' rows alone)."""
+    n, n_groups = len(group_of), len(ks)
+    above = [_above(s.values, _along_rows(tau[s.groups], s.values), fmt) for s in stacks]
+    tied = [
+        _at_least(s.values, _along_rows(tau[s.groups], s.values), fmt) & ~a
+        for s, a in zip(stacks, above, strict=True)
+    ]
+    groups = [s.groups for s in stacks]
+    need = ks - _scattered_sum([_row_counts(a) for a in above], groups, n_groups)
+    ties = _scattered_sum([_row_counts(t) for t in tied], [s.leaves for s in stacks], n)
+    # ties in the earlier leaves of each group: a cumsum in (group, leaf) order
+    order = np.argsort(group_of, kind="stable")
+    first = np.searchsorted(group_of[order], group_of[order])
+    exclusive = jnp.cumsum(ties[order]) - ties[order]
+    before = jnp.zeros_like(ties).at[order].set(exclusive - exclusive[first])
+    need_of = need[group_of]
+    holder = (before < need_of) & (need_of <= before + ties)
+    holder_of = jax.ops.segment_max(jnp.where(holder, jnp.arange(n), -1), group_of, n_groups)
+    h = jnp.maximum(holder_of, 0)
+    need_in = need - before[h]  # ties to keep inside the holder
+
+    # the rows searched per stack: (bool rows, group per row, row holds its group's cut)
+    stack_of, row_of = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    for j, s in enumerate(stacks):
+        stack_of[s.leaves], row_of[s.leaves] = j, np.arange(len(s.leaves))
+    searched = []
+    for j, (s, t) in enumerate(zip(stacks, tied, strict=True)):
+        if len(s.leaves) <= n_groups:
+            searched.append((t, s.groups, holder[s.leaves]))
+        else:
+            rows = jnp.take(t, jnp.asarray(row_of)[h], axis=0, mode="clip")
+            searched.append((rows, np.arange(n_groups), jnp.asarray(stack_of)[h] == j))
+    index = [_flat_index(t, start=1) for t, _, _ in searched]
+    bits = max(1, math.ceil(math.log2(int(size_of.max()) + 1)))
+
+    def pos_bit(b, lo):
+        cand = lo + (jnp.int32(1) << (bits - 1 - b))
+        below = [
+            jnp.where(cuts, _row_counts(t & (i < _along_rows(cand[g], t))), 0)
+            for (t, g, cuts), i in zip(searched, index, strict=True)
+        ]
+        below_total = _scattered_sum(below, [g for _, g, _ in searched], n_groups)
+        return jnp.where(below_total < need_in, cand, lo)
+
+    # lo ends as the largest J with fewer than need_in ties below J in the holder.
+    cut = lax.fori_loop(0, bits, pos_bit, jnp.zeros((n_groups,), jnp.int32)) + 1
+    bound = jnp.where(holder, cut[group_of], jnp.where(before + ties < need_of, size_of, 0))
+    return jnp.where((n_tau == ks)[group_of], size_of, bound).astype(jnp.int32)
 
 
 def _key_value(key: jax.Array, fmt: _KeyFormat) -> jax.Array:
@@ -236,43 +386,15 @@ def _at_least(x: jax.Array, key: jax.Array, fmt: _KeyFormat) -> jax.Array:
     return (x >= _key_value(key, fmt)) | (key == 0)
 
 
+def _above_value(key: jax.Array, fmt: _KeyFormat) -> jax.Array:
+    """The float ``v`` with ``x >= v  <=>  _keys(x) > key`` for any ``key`` (NaN, which no
+    comparison passes, at the top key)."""
+    return _key_value(jnp.where(key == fmt.top, key, key + 1), fmt)
+
+
 def _above(x: jax.Array, key: jax.Array, fmt: _KeyFormat) -> jax.Array:
     """``_keys(x) > key`` for any ``key``."""
-    top = key == fmt.top
-    return (x >= _key_value(jnp.where(top, key, key + 1), fmt)) & ~top
-
-
-def _count(hits: jax.Array) -> jax.Array:
-    """int32: the True entries of a bool array.
-
-    XLA:CPU splits a sum over a long axis into a tree whose first level reads a stored copy of
-    its input; summing runs of 32 entries of the first axis in int8 first keeps the comparison
-    fused into one pass, twice as fast or more. Other backends, whose reductions fuse (and
-    where splitting a sharded axis could move data), first axes that do not split into runs
-    of 32, and leaves sharded in their type (Explicit mesh axes) take one int32 sum.
-    """
-    if (
-        jax.default_backend() == "cpu"
-        and hits.ndim
-        and hits.shape[0] % 32 == 0
-        and explicit_sharding(hits) is None
-    ):
-        runs = hits.reshape(hits.shape[0] // 32, 32, *hits.shape[1:])
-        return jnp.sum(jnp.sum(runs, axis=1, dtype=jnp.int8), dtype=jnp.int32)
-    return jnp.sum(hits, dtype=jnp.int32)
-
-
-def _tie_bound(tied: jax.Array, need: jax.Array) -> jax.Array:
-    """Smallest flat index bound J such that ``need`` True entries of ``tied`` lie below J."""
-    bits = max(1, math.ceil(math.log2(tied.size + 1)))
-    index = _flat_index(tied)
-
-    def pos_bit(b, lo):
-        cand = lo + (jnp.int32(1) << (bits - 1 - b))
-        return jnp.where(_count(tied & (index < cand)) < need, cand, lo)
-
-    # lo ends as the largest J with fewer than `need` ties below it.
-    return lax.fori_loop(0, bits, pos_bit, jnp.int32(0)) + 1
+    return x >= _above_value(key, fmt)
 
 
 def topk(
@@ -322,7 +444,7 @@ def topk_unchecked(scores: Any, sparsity: jax.Array, scope: str) -> Any:
         ks = _kept_count(density, sum(s.size for s in leaves))[None]
     else:
         groups = list(range(len(leaves)))
-        ks = jnp.stack([_kept_count(density, s.size) for s in leaves])
+        ks = _kept_count(density, [s.size for s in leaves])
     return jax.tree.unflatten(treedef, grouped_topk(leaves, groups, ks))
 
 

@@ -344,7 +344,10 @@ def masked_optimizer(
                 failure.first(state.failure, found),
             )
 
-        out = jax.eval_shape(live)  # the inner optimizer may change dtypes (bf16 -> f32)
+        # The inner optimizer may change dtypes (bf16 -> f32): the frozen branch needs live's
+        # output types. Jitted, live is traced once, for both (its trace costs time per leaf).
+        live_once = jax.jit(live)
+        out = jax.eval_shape(live_once)
 
         def frozen() -> tuple[optax.Updates, MaskedOptimizerState]:
             zeros = jax.tree.map(lambda u, o: jnp.zeros_like(u, dtype=o.dtype), updates, out[0])
@@ -353,7 +356,7 @@ def masked_optimizer(
         # Frozen after a refused mask update. Neither predicate reads a gradient: one waiting
         # on a reduction over every gradient cost an H200 about 2 ms per BERT-base step
         # (GPUs read a conditional's predicate on the host).
-        new_updates, new_state = lax.cond(state.failure.code == failure.NONE, live, frozen)
+        new_updates, new_state = lax.cond(state.failure.code == failure.NONE, live_once, frozen)
         if not skip_nonfinite:
             return new_updates, new_state
         finite = _all_finite(updates)

@@ -1,4 +1,5 @@
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -148,6 +149,86 @@ def test_global_topk_neither_sorts_nor_concatenates():
     used = primitives(jax.make_jaxpr(lambda s: masks.topk(s, 0.5))(tree).jaxpr)
     assert {"while", "cond", "reduce_sum"} <= used  # the search is seen, bodies included
     assert not used & {"sort", "argsort", "top_k", "concatenate"}
+
+
+def test_many_leaves_of_one_shape_equal_full_sort():
+    """Leaves of one shape are searched as stacks: ties across them, within groups that split
+    a stack, and per leaf keep the reference's entries."""
+    rng = np.random.default_rng(3)
+    leaves = [jnp.asarray(np.round(rng.normal(size=(4, 3))), jnp.float32) for _ in range(9)]
+    leaves += [jnp.asarray(np.round(rng.normal(size=(5,))), jnp.float32) for _ in range(3)]
+    n = sum(x.size for x in leaves)
+
+    def kept(sparsity, size):  # float32 arithmetic, as topk
+        return int(np.round((np.float32(1) - np.float32(sparsity)) * np.float32(size)))
+
+    for sparsity in (0.3, 0.77):
+        want = reference_topk(leaves, kept(sparsity, n))
+        for got, w in zip(masks.topk(leaves, sparsity), want, strict=True):
+            np.testing.assert_array_equal(got, w)
+        for got, x in zip(masks.topk(leaves, sparsity, scope="local"), leaves, strict=True):
+            np.testing.assert_array_equal(got, reference_topk([x], kept(sparsity, x.size))[0])
+    groups = tuple(i % 3 for i in range(len(leaves)))
+    ks = [20, 7, 15]
+    got = grouped(groups)(leaves, jnp.asarray(ks, jnp.int32))
+    for g, k in enumerate(ks):
+        members = [i for i, gi in enumerate(groups) if gi == g]
+        for i, w in zip(members, reference_topk([leaves[i] for i in members], k), strict=True):
+            np.testing.assert_array_equal(got[i], w)
+
+
+def topk_fn(scope: str):
+    def fn(tree):
+        if scope == "grouped":  # a group of 4 leaves per layer
+            ks = jnp.full((len(tree) // 4,), 10, jnp.int32)
+            return masks.grouped_topk(tree, [i // 4 for i in range(len(tree))], ks)
+        return masks.topk(tree, 0.5, scope=scope)
+
+    return fn
+
+
+def control_flow_eqns(jaxpr) -> int:
+    """Equations inside the loop bodies and conditional branches of a jaxpr, nested ones
+    included."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else [param]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    inside = eqn.primitive.name in ("while", "cond")
+                    total += (len(inner.eqns) if inside else 0) + control_flow_eqns(inner)
+    return total
+
+
+@pytest.mark.parametrize("scope", ["global", "local", "grouped"])
+def test_program_grows_linearly_with_the_leaves(scope):
+    """Issue 18: the search's loops and conditionals do not grow with the leaves (they held a
+    count per leaf, and a tie search and a conditional per leaf or group: XLA's compile time
+    grew with their square), and the whole program grows linearly."""
+    fn = topk_fn(scope)
+    trees = {n: [jnp.ones((8, 8))] * n for n in (16, 64)}
+    inside = {n: control_flow_eqns(jax.make_jaxpr(fn)(t).jaxpr) for n, t in trees.items()}
+    assert inside[64] == inside[16], inside
+    chars = {n: len(jax.jit(fn).lower(t).as_text()) for n, t in trees.items()}
+    assert chars[64] < 4.5 * chars[16], chars
+
+
+def distinct_kernels(n_leaves: int, scope: str) -> int:
+    """Fused computations of the compiled top-k that differ in more than their names."""
+    tree = [jnp.ones((8, 8))] * n_leaves
+    text = jax.jit(lambda t: masks.topk(t, 0.5, scope=scope)).lower(tree).compile().as_text()
+    fusions = re.findall(r"^%fused_computation[^\n]*\{\n.*?\n\}", text, re.M | re.S)
+    return len({re.sub(r"%?[A-Za-z_][\w\-]*(\.\d+)+|, metadata=\{[^}]*\}", "", f) for f in fusions})
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's fusion text")
+@pytest.mark.parametrize("scope", ["global", "local"])
+def test_leaves_of_one_shape_share_their_kernels(scope):
+    """XLA:CPU compiles each distinct kernel (about 10 ms) and identical ones once: the masks
+    of more leaves of one shape must not bring kernels of their own (a static slice per leaf
+    would, a kernel per leaf: ``masks._leaf_rows``)."""
+    assert distinct_kernels(64, scope) <= distinct_kernels(16, scope) + 2
 
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, 1.5])
