@@ -23,6 +23,9 @@ _BERT = dict(
     layer_norm_eps=1e-12,
     pad_token_id=0,
 )
+_BERT_BASE = dict(
+    _BERT, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+)
 _GPT2 = dict(
     vocab_size=50257,
     n_positions=1024,
@@ -37,16 +40,8 @@ _GPT2 = dict(
 
 #: name -> (model_type, config fields): the public configs' architecture numbers.
 PUBLIC: dict[str, tuple[str, dict[str, Any]]] = {
-    "bert-base-uncased": (
-        "bert",
-        dict(_BERT, vocab_size=30522, hidden_size=768, num_hidden_layers=12,
-             num_attention_heads=12, intermediate_size=3072),
-    ),
-    "bert-base-cased": (
-        "bert",
-        dict(_BERT, vocab_size=28996, hidden_size=768, num_hidden_layers=12,
-             num_attention_heads=12, intermediate_size=3072),
-    ),
+    "bert-base-uncased": ("bert", dict(_BERT_BASE, vocab_size=30522)),
+    "bert-base-cased": ("bert", dict(_BERT_BASE, vocab_size=28996)),
     "bert-large-uncased": (
         "bert",
         dict(_BERT, vocab_size=30522, hidden_size=1024, num_hidden_layers=24,
@@ -54,8 +49,7 @@ PUBLIC: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "roberta-base": (
         "roberta",
-        dict(_BERT, vocab_size=50265, hidden_size=768, num_hidden_layers=12,
-             num_attention_heads=12, intermediate_size=3072, max_position_embeddings=514,
+        dict(_BERT_BASE, vocab_size=50265, max_position_embeddings=514,
              type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0,
              eos_token_id=2),
     ),

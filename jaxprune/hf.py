@@ -306,18 +306,26 @@ def random_pretrained(
       FileNotFoundError: the tokenizer cannot be found.
       ValueError: the tokenizer's vocabulary is larger than the model's embedding table.
     """
-    from jaxprune import architectures
-
-    name = str(name_or_dir)
-    path = pathlib.Path(name).expanduser()
-    if name.lower() in EMBEDDED:
-        config = architectures.config(name, folder=resolve(name))
-    else:
-        config = architectures.config(name, folder=path if path.is_dir() else None)
-    model = build(config, head=head, num_labels=num_labels, dtype=dtype, seed=seed)
+    model = build(config_of(name_or_dir), head=head, num_labels=num_labels, dtype=dtype, seed=seed)
     words = None if tokenizer is None else load_tokenizer(tokenizer)
     check_vocabulary(words, model, str(tokenizer))
     return Pretrained(model, nnx.to_pure_dict(nnx.state(model, nnx.Param)), words)
+
+
+def config_of(name_or_dir: str | os.PathLike) -> Any:
+    """The transformers config of a local folder, an embedded model, or a published
+    architecture (:mod:`jaxprune.architectures`); nothing is fetched.
+
+    Raises:
+      KeyError: none of these.
+    """
+    from jaxprune import architectures
+
+    name = str(name_or_dir)
+    if name.lower() in EMBEDDED:
+        return architectures.config(name, folder=resolve(name))
+    folder = pathlib.Path(name).expanduser()
+    return architectures.config(name, folder=folder if folder.is_dir() else None)
 
 
 def load_tokenizer(name_or_dir: str | os.PathLike) -> Any:
@@ -502,6 +510,7 @@ __all__ = [
     "build",
     "check_head",
     "check_vocabulary",
+    "config_of",
     "hf_config",
     "load_pretrained",
     "load_tokenizer",

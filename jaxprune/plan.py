@@ -41,6 +41,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from jaxprune import accelerators, architectures, hf, methods, paths, train
+from jaxprune.data.conll import NER
 from jaxprune.metrics import glue_task
 from jaxprune.models import logical_axes
 from jaxprune.recipes import common, family
@@ -52,7 +53,6 @@ HEADS = {
     "ner": "token-classification",
     "d2t": "causal-lm",
 }
-NER_LABELS = 9  # CoNLL-2003's IOB2 tags
 
 #: Published training-set sizes (examples; SQuAD: its 384-token windows at stride 128, which
 #: the schedule counts), for the number of steps of a run given in epochs.
@@ -128,7 +128,7 @@ def num_labels(task: str) -> int:
     kind = family(task)
     if kind == "glue":
         return glue_task(task).num_classes or 1
-    return NER_LABELS if kind == "ner" else 2
+    return len(NER) if kind == "ner" else 2
 
 
 def loss_kind(task: str) -> str:
@@ -140,21 +140,11 @@ def loss_kind(task: str) -> str:
 
 def abstract_model(name: str, task: str, seed: int = 0) -> tuple[nnx.Module, Any]:
     """``(model, params)`` of ``name``'s architecture with ``task``'s head, as shapes only."""
-    cfg = hf_config_of(name)
+    cfg = hf.config_of(name)
     model = nnx.eval_shape(
         lambda: hf.build(cfg, head=HEADS[family(task)], num_labels=num_labels(task), seed=seed)
     )
     return model, nnx.to_pure_dict(nnx.state(model, nnx.Param))
-
-
-def hf_config_of(name: str) -> Any:
-    """A local checkpoint folder's config, an embedded model's, or the published one."""
-    import pathlib
-
-    if name.lower() in hf.EMBEDDED:
-        return architectures.config(name, folder=hf.resolve(name))
-    folder = pathlib.Path(name).expanduser()
-    return architectures.config(name, folder=folder if folder.is_dir() else None)
 
 
 def batch_shapes(job: Job, model: nnx.Module, rows: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -165,7 +155,7 @@ def batch_shapes(job: Job, model: nnx.Module, rows: int) -> dict[str, jax.ShapeD
     tokens = jax.ShapeDtypeStruct((rows, length), jnp.int32)
     per_row = jax.ShapeDtypeStruct((rows,), jnp.int32)
     out = {"input_ids": tokens, "attention_mask": tokens}
-    if kind != "d2t" and getattr(model.cfg, "type_vocab_size", 0) > 1:
+    if kind != "d2t" and getattr(getattr(model, "cfg", None), "type_vocab_size", 0) > 1:
         out["token_type_ids"] = tokens
     if kind == "glue":
         labels = jnp.int32 if loss_kind(job.task) == "classification" else jnp.float32
@@ -461,7 +451,6 @@ def _batch_sharding(sharding: train.Sharding, rows: int) -> Any:
 __all__ = [
     "FINE_TUNING",
     "HEADS",
-    "NER_LABELS",
     "SLOPE_BATCHES",
     "TRAIN_EXAMPLES",
     "Executable",
@@ -471,7 +460,6 @@ __all__ = [
     "abstract_model",
     "batch_shapes",
     "fine_tuning",
-    "hf_config_of",
     "layout_for",
     "loss_kind",
     "num_labels",

@@ -20,12 +20,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from jaxprune import accelerators, plan
+from jaxprune.accelerators import GiB
 from jaxprune.recipes import family
 from jaxprune.recipes.job import Job
 
 log = logging.getLogger(__name__)
 
-GIB = 2**30
 #: Chips in the table's projection columns.
 CHIPS = ("tpu-v4", "tpu-v5e", "tpu-v5p", "h100", "a100")
 
@@ -90,11 +90,11 @@ def run(
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["key"], r["layout"]["name"]): r for r in read(path)} if path else {}
-    slopes = {
-        (repr(plan.slope_key(_plan_of(r).job)), r["layout"]["name"]): _plan_of(r).slope
-        for r in done.values()
-        if r["slope"] is not None
-    }
+    slopes = {}
+    for r in done.values():
+        if r["slope"] is not None:
+            old_plan = _plan_of(r)
+            slopes[(repr(plan.slope_key(old_plan.job)), r["layout"]["name"])] = old_plan.slope
     for program, layout, slope, reference in work:
         old = done.get((program.key, layout.name))
         if old is not None and (old["slope"] is not None or not slope or not compile):
@@ -117,7 +117,7 @@ def run(
             program.config,
             program.variants[0],
             layout.name,
-            _peak(new["train"]) / GIB,
+            _peak(new["train"]) / GiB,
             time.perf_counter() - start,
         )
         yield new
@@ -146,14 +146,13 @@ def _plan_of(r: dict[str, Any]) -> plan.Plan:
 def rows(records: Sequence[dict[str, Any]], utilization: float) -> list[dict[str, Any]]:
     """One table row per non-reference record, latest record per (program, layout)."""
     latest = {(r["key"], r["layout"]["name"]): r for r in records}
-    by_program = {(r["job"]["model"], r["key"], r["layout"]["name"]): r for r in latest.values()}
     out = []
     for r in latest.values():
         if r["reference"]:
             continue
         p = _plan_of(r)
         ref_key = repr(plan.program_key(plan.fine_tuning(p.job)))
-        ref = by_program.get((p.job.model, ref_key, p.layout.name))
+        ref = latest.get((ref_key, p.layout.name))
         seconds = {c: p.step_seconds(c, utilization) for c in accelerators.ACCELERATORS}
         out.append(
             {
@@ -166,13 +165,13 @@ def rows(records: Sequence[dict[str, Any]], utilization: float) -> list[dict[str
                 "max_length": p.job.max_length,
                 "devices": p.layout.devices,
                 "layout": p.layout.name,
-                "peak_gib": p.train.peak / GIB,
+                "peak_gib": p.train.peak / GiB,
                 "vs_fine_tuning": None if ref is None else p.train.peak / _peak(ref["train"]),
-                "state_gib": {k: v / GIB for k, v in p.state.items()},
-                "teacher_gib": p.teacher / GIB,
+                "state_gib": {k: v / GiB for k, v in p.state.items()},
+                "teacher_gib": p.teacher / GiB,
                 "gflop_per_step": p.train.flops / 1e9,
                 "compile_seconds": p.train.compile_seconds,
-                "eval_peak_gib": p.eval.peak / GIB,
+                "eval_peak_gib": p.eval.peak / GiB,
                 "steps": p.steps,
                 "step_seconds": seconds,
                 "run_hours": {c: s * p.steps / 3600 for c, s in seconds.items()},
@@ -302,7 +301,7 @@ def goals(table: Sequence[dict[str, Any]]) -> list[str]:
                     f"- {method}, {kind} layouts: peak / fine-tuning {min(ratios):.2f}-"
                     f"{max(ratios):.2f}x over {len(ratios)} rows (goal <= {limit}x): {verdict}"
                 )
-    on8 = {}
+    on8: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
     for r in table:
         if r["devices"] == 8:
             on8.setdefault((r["config"], tuple(r["variants"])), []).append(r)
@@ -347,7 +346,6 @@ def write(
 
 __all__ = [
     "CHIPS",
-    "GIB",
     "Program",
     "goals",
     "markdown",

@@ -8,8 +8,10 @@ checkpoints with a real tokenizer (MiniLM's WordPiece; a byte-level BPE trained 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
+from typing import Any
 
 import numpy as np
 
@@ -223,3 +225,23 @@ def tiny_gpt2(folder: pathlib.Path) -> pathlib.Path:
         model, nnx.to_pure_dict(nnx.state(model, nnx.Param)), folder, tokenizer=tokenizer
     )
     return folder
+
+
+def tiny_job(world: dict[str, pathlib.Path], **changes) -> Any:
+    """Magnitude pruning to 50% of the tiny BERT on fixture SST-2, 12 steps of 4 rows."""
+    from jaxprune.recipes import Job
+
+    job = Job(
+        model=str(world["bert"]),
+        task="sst2",
+        method="magnitude",
+        sparsity=0.5,
+        steps=12,
+        batch_size=4,
+        max_length=32,
+        train_subset=16,
+        eval_subset=8,
+        eval_batch_size=8,
+        data_dir=str(world["data"]),
+    )
+    return dataclasses.replace(job, **changes)

@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 import pytest
+from fixtures import tiny_job
 
 from jaxprune import cli, data, export, hf, recipes
 from jaxprune.recipes import Job
@@ -28,24 +29,6 @@ from jaxprune.train.loop import RunConfigError, check_resumable
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO = ROOT / "experiments" / "configs" / "demo.py"
-
-
-def tiny_job(world: dict[str, pathlib.Path], **changes) -> Job:
-    """Magnitude pruning to 50% of the tiny BERT on fixture SST-2, 12 steps of 4 rows."""
-    job = Job(
-        model=str(world["bert"]),
-        task="sst2",
-        method="magnitude",
-        sparsity=0.5,
-        steps=12,
-        batch_size=4,
-        max_length=32,
-        train_subset=16,
-        eval_subset=8,
-        eval_batch_size=8,
-        data_dir=str(world["data"]),
-    )
-    return dataclasses.replace(job, **changes)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from fixtures import tiny_job
 from flax import nnx
 
 from jaxprune import accelerators, architectures, hf, plan, recipes
@@ -23,23 +24,6 @@ from jaxprune.recipes.job import DEFAULTS, Job
 from jaxprune.train.loop import RunConfigError, check_resumable
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def tiny_job(world, **changes) -> Job:
-    job = Job(
-        model=str(world["bert"]),
-        task="sst2",
-        method="magnitude",
-        sparsity=0.5,
-        steps=12,
-        batch_size=4,
-        max_length=32,
-        train_subset=16,
-        eval_subset=8,
-        eval_batch_size=8,
-        data_dir=str(world["data"]),
-    )
-    return dataclasses.replace(job, **changes)
 
 
 # ------------------------------------------------------------------ architectures
