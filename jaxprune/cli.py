@@ -199,14 +199,18 @@ def _plan(args: argparse.Namespace) -> dict | None:
     from jaxprune.recipes import job as job_lib
 
     out = pathlib.Path(args.out) if args.out else None
-    groups = []
+    groups, skipped = [], []
     for spec in args.config:
         path, _, variant = spec.partition(":")
         variants = job_lib.load_module(path).VARIANTS
         if variant:
             variants = {variant: _job(spec, [])[1]}
         variants = {k: job_lib.override(v, args.set) for k, v in variants.items()}
-        groups.extend(plan_report.programs(pathlib.Path(path).stem, variants))
+        found, unplannable = plan_report.programs(pathlib.Path(path).stem, variants)
+        groups.extend(found)
+        skipped.extend(unplannable)
+    if not groups:
+        raise ValueError("nothing to plan: " + "; ".join(skipped))
     layouts = [(d, kind == "fsdp") for d in sorted(args.devices) for kind in args.layout]
 
     def work():  # every layout first, then the largest batch on the first one
@@ -236,8 +240,9 @@ def _plan(args: argparse.Namespace) -> dict | None:
         table = plan_report.rows(records, args.utilization)
         print(plan_report.markdown(table, args.utilization, command))
         print("\n".join(plan_report.goals(table)))
+        print("\n".join(f"cannot be planned: {s}" for s in skipped))
         return None
-    plan_report.write(records, out, args.utilization, command, sorted(set(missing)))
+    plan_report.write(records, out, args.utilization, command, sorted(set(missing)), skipped)
     print((out / "plan.md").read_text())
     return {"table": str(out / "plan.md"), "rows": str(out / "plan.json")}
 

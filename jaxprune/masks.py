@@ -347,7 +347,9 @@ def _tie_bounds(
         else:
             rows = jnp.take(t, jnp.asarray(row_of)[h], axis=0, mode="clip")
             searched.append((rows, np.arange(n_groups), jnp.asarray(stack_of)[h] == j))
-    index = [_flat_index(t, start=1) for t, _, _ in searched]
+    # one row's index, broadcast over the rows (a stack's worth of int32 would be live
+    # through the search: BERT-base's is 0.32 GiB)
+    index = [_flat_index(t[:1], start=1) for t, _, _ in searched]
     bits = max(1, math.ceil(math.log2(int(size_of.max()) + 1)))
 
     def pos_bit(b, lo):

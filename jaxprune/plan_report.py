@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from jaxprune import accelerators, plan
+from jaxprune import accelerators, hf, plan
 from jaxprune.accelerators import GiB
 from jaxprune.recipes import family
 from jaxprune.recipes.job import Job
@@ -43,12 +43,23 @@ class Program:
         return repr(plan.program_key(self.job))
 
 
-def programs(config: str, variants: dict[str, Job]) -> list[Program]:
-    """``variants`` grouped by :func:`jaxprune.plan.program_key`, in first-seen order."""
+def programs(config: str, variants: dict[str, Job]) -> tuple[list[Program], list[str]]:
+    """``variants`` grouped by :func:`jaxprune.plan.program_key`, in first-seen order, and
+    the variants that cannot be planned, each with the reason (a model or teacher that is
+    neither a folder nor a published architecture, such as a run's export not made yet)."""
     groups: dict[tuple, list[str]] = {}
+    unplannable = []
     for name, job in variants.items():
+        try:
+            for model in (job.model, job.teacher):
+                if model is not None:
+                    hf.config_of(model)
+        except KeyError as e:
+            unplannable.append(f"{config} {name}: {e.args[0]}")
+            continue
         groups.setdefault(plan.program_key(job), []).append(name)
-    return [Program(config, tuple(names), variants[names[0]]) for names in groups.values()]
+    found = [Program(config, tuple(names), variants[names[0]]) for names in groups.values()]
+    return found, unplannable
 
 
 def record(program: Program, result: plan.Plan, reference: bool) -> dict[str, Any]:
@@ -327,9 +338,11 @@ def write(
     utilization: float,
     command: str,
     missing: Sequence[str] = (),
+    unplannable: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """``out/plan.md`` and ``out/plan.json`` from ``records``; returns the rows. ``missing``:
-    the (program, layout) pairs asked for and not planned, listed under the goals."""
+    the (program, layout) pairs asked for and not planned, listed under the goals;
+    ``unplannable``: the variants that cannot be planned, with the reason."""
     table = rows(records, utilization)
     text = markdown(table, utilization, command)
     text += "\n## Goals\n\n" + "\n".join(goals(table)) + "\n"
@@ -337,6 +350,12 @@ def write(
         text += (
             f"\n## Not planned yet ({len(missing)})\n\n"
             + "\n".join(f"- {m}" for m in missing)
+            + "\n"
+        )
+    if unplannable:
+        text += (
+            f"\n## Cannot be planned ({len(unplannable)})\n\n"
+            + "\n".join(f"- {m}" for m in unplannable)
             + "\n"
         )
     (out / "plan.md").write_text(text)

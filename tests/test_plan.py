@@ -18,7 +18,7 @@ import pytest
 from fixtures import tiny_job
 from flax import nnx
 
-from jaxprune import accelerators, architectures, hf, plan, recipes
+from jaxprune import accelerators, architectures, hf, plan, plan_report, recipes
 from jaxprune.recipes import common
 from jaxprune.recipes.job import DEFAULTS, Job
 from jaxprune.train.loop import RunConfigError, check_resumable
@@ -137,6 +137,18 @@ def test_program_key_groups_only_what_compiles_to_one_program():
     assert all(plan.program_key(j) == plan.program_key(base) for j in same)
     assert len({plan.program_key(j) for j in [base, *other]}) == 1 + len(other)
     assert plan.slope_key(base) == plan.slope_key(dataclasses.replace(base, batch_size=16))
+
+
+def test_a_variant_whose_teacher_is_not_made_yet_is_listed_not_fatal(tmp_path):
+    base = Job(model="bert-base-uncased", task="rte", method="sparsebert", steps=100)
+    variants = {
+        "ok": dataclasses.replace(base, teacher="textattack/bert-base-uncased-RTE"),
+        "later": dataclasses.replace(base, teacher=str(tmp_path / "runs/rte-dense/export")),
+    }
+    found, unplannable = plan_report.programs("cfg", variants)
+    assert [p.variants for p in found] == [("ok",)]
+    assert len(unplannable) == 1
+    assert unplannable[0].startswith("cfg later: ") and "rte-dense/export" in unplannable[0]
 
 
 @pytest.mark.parametrize("task", ["sst2", "stsb", "squad", "conll2003", "e2e"])
