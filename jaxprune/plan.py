@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -192,6 +192,7 @@ class Executable:
     flops: float
     bytes_accessed: float
     compile_seconds: float
+    codegen: str = "full"  # "fast": LLVM at -O0 (FAST_CODEGEN); the other figures are equal
 
     @property
     def peak(self) -> int:
@@ -199,9 +200,15 @@ class Executable:
         return self.argument + self.output - self.alias + self.temp
 
 
-def _executable(lowered: Any) -> Executable:
+#: XLA options for ``plan(fast_codegen=True)``: the CPU backend's LLVM passes at -O0. Memory,
+#: FLOPs and bytes come from the optimised HLO and its buffer assignment, before LLVM, so they
+#: are unchanged (checked in tests/test_plan.py); the compile takes about half the time.
+FAST_CODEGEN = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _executable(lowered: Any, fast_codegen: bool = False) -> Executable:
     start = time.perf_counter()
-    compiled = lowered.compile()
+    compiled = lowered.compile(compiler_options=FAST_CODEGEN if fast_codegen else None)
     seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
@@ -214,6 +221,7 @@ def _executable(lowered: Any) -> Executable:
         flops=float(cost.get("flops", 0.0)),
         bytes_accessed=float(cost.get("bytes accessed", 0.0)),
         compile_seconds=seconds,
+        codegen="fast" if fast_codegen else "full",
     )
 
 
@@ -342,10 +350,9 @@ class Plan:
         return accelerators.largest_batch(fixed, per_example, chip_spec)
 
 
-class _Built(NamedTuple):
-    train: Executable
-    slope: tuple[Executable, Executable] | None
-    eval: Executable
+class _Program(NamedTuple):
+    compile_train: Callable[[int], Executable]  # rows -> the train step at that batch
+    compile_eval: Callable[[], Executable]
     state: dict[str, int]
     teacher: int
 
@@ -354,7 +361,9 @@ def _method(job: Job, model: nnx.Module) -> Any:
     return PlainFineTuning() if job.method == FINE_TUNING else common.method_for(job, model)
 
 
-def _build(job: Job, layout: Layout, devices: Sequence[jax.Device], slope: bool) -> _Built:
+def _program(
+    job: Job, layout: Layout, devices: Sequence[jax.Device], fast_codegen: bool
+) -> _Program:
     model, params = abstract_model(job.model, job.task, job.seed)
     method = _method(job, model)
     steps = total_steps(job)
@@ -390,20 +399,46 @@ def _build(job: Job, layout: Layout, devices: Sequence[jax.Device], slope: bool)
     def compile_train(rows: int) -> Executable:
         batch = _placed(batch_shapes(job, model, rows), _batch_sharding(sharding, rows))
         args = (_placed(state, state_sh), batch, _placed(teacher, teacher_sh))
-        return _executable(step.lower(*args))
+        return _executable(step.lower(*args), fast_codegen)
 
     head_forward = getattr(method, "head_forward", None)
     eval_forward = head_forward(forward, run) if head_forward else forward
     rows = job.eval_batch_size
     eval_batch = _placed(batch_shapes(job, model, rows), _batch_sharding(sharding, rows))
     evaluate = jax.jit(lambda p, b: eval_forward(p, b).logits)
-    return _Built(
-        train=compile_train(job.batch_size),
-        slope=tuple(compile_train(n * layout.data) for n in SLOPE_BATCHES) if slope else None,  # type: ignore[arg-type]
-        eval=_executable(evaluate.lower(_placed(params, param_sh), eval_batch)),
-        state=state_breakdown(state, state_sh),
-        teacher=per_device_bytes(teacher, teacher_sh),
+    return _Program(
+        compile_train,
+        lambda: _executable(evaluate.lower(_placed(params, param_sh), eval_batch), fast_codegen),
+        state_breakdown(state, state_sh),
+        per_device_bytes(teacher, teacher_sh),
     )
+
+
+def _checked_devices(job: Job, layout: Layout, devices: Any) -> list[jax.Device]:
+    devices = list(jax.devices("cpu") if devices is None else devices)
+    if len(devices) < layout.devices:
+        raise ValueError(
+            f"layout {layout.name} needs {layout.devices} devices, JAX has {len(devices)}: "
+            f"call jax.config.update('jax_num_cpu_devices', {layout.devices}) before JAX "
+            f"starts (jaxprune plan does)"
+        )
+    if job.batch_size % layout.data:
+        raise ValueError(f"batch_size={job.batch_size} does not split over data={layout.data}")
+    return devices
+
+
+def slope_executables(
+    job: Job,
+    layout: Layout,
+    devices: Sequence[jax.Device] | None = None,
+    *,
+    fast_codegen: bool = False,
+) -> tuple[Executable, Executable]:
+    """The train step of ``job`` compiled at :data:`SLOPE_BATCHES` examples per device only
+    (:attr:`Plan.slope`, for a plan made without it); arguments as :func:`plan`."""
+    program = _program(job, layout, _checked_devices(job, layout, devices), fast_codegen)
+    small, large = (program.compile_train(n * layout.data) for n in SLOPE_BATCHES)
+    return small, large
 
 
 def plan(
@@ -412,6 +447,7 @@ def plan(
     devices: Sequence[jax.Device] | None = None,
     *,
     slope: bool | tuple[Executable, Executable] = True,
+    fast_codegen: bool = False,
 ) -> Plan:
     """Compiles ``job``'s train step (and eval forward) on ``layout`` without weights.
 
@@ -423,24 +459,28 @@ def plan(
       slope: also compile the train step at :data:`SLOPE_BATCHES` examples per device, for
         the largest batch that fits; or those two executables, from a plan of a job with
         the same :func:`slope_key` on the same layout.
+      fast_codegen: compile with :data:`FAST_CODEGEN` (same figures, about half the
+        compile time; the compile seconds are then those of the fast build).
 
     Raises:
       ValueError: too few devices, a batch the data axis does not divide, or a job that
         cannot be built (as ``jaxprune train`` says).
     """
-    devices = list(jax.devices("cpu") if devices is None else devices)
-    if len(devices) < layout.devices:
-        raise ValueError(
-            f"layout {layout.name} needs {layout.devices} devices, JAX has {len(devices)}: "
-            f"call jax.config.update('jax_num_cpu_devices', {layout.devices}) before JAX "
-            f"starts (jaxprune plan does)"
-        )
-    if job.batch_size % layout.data:
-        raise ValueError(f"batch_size={job.batch_size} does not split over data={layout.data}")
-    built = _build(job, layout, devices, slope is True)
-    if isinstance(slope, tuple):
-        built = built._replace(slope=slope)
-    return Plan(job, layout, total_steps(job), *built)
+    program = _program(job, layout, _checked_devices(job, layout, devices), fast_codegen)
+    train_step = program.compile_train(job.batch_size)
+    if slope is True:
+        small, large = (program.compile_train(n * layout.data) for n in SLOPE_BATCHES)
+        slope = (small, large)
+    return Plan(
+        job,
+        layout,
+        total_steps(job),
+        train_step,
+        slope or None,
+        program.compile_eval(),
+        program.state,
+        program.teacher,
+    )
 
 
 def _batch_sharding(sharding: train.Sharding, rows: int) -> Any:
@@ -449,6 +489,7 @@ def _batch_sharding(sharding: train.Sharding, rows: int) -> Any:
 
 
 __all__ = [
+    "FAST_CODEGEN",
     "FINE_TUNING",
     "HEADS",
     "SLOPE_BATCHES",
@@ -466,6 +507,7 @@ __all__ = [
     "per_device_bytes",
     "plan",
     "program_key",
+    "slope_executables",
     "slope_key",
     "state_breakdown",
     "total_steps",

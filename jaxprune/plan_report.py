@@ -93,6 +93,7 @@ def run(
     out: pathlib.Path | None,
     *,
     compile: bool = True,
+    fast_codegen: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Plans each ``(program, layout, slope, reference)`` not yet in ``out/plan.jsonl`` and
     appends its record there (``out`` None: keeps nothing); yields every record, old and
@@ -114,10 +115,15 @@ def run(
         if not compile:
             continue
         start = time.perf_counter()
-        known = slopes.get((repr(plan.slope_key(program.job)), layout.name)) if slope else None
-        result = plan.plan(program.job, layout, slope=known or slope)
+        slope_id = (repr(plan.slope_key(program.job)), layout.name)
+        known = slopes.get(slope_id) if slope else None
+        if old is not None:  # planned without the slope: compile only that
+            known = known or plan.slope_executables(program.job, layout, fast_codegen=fast_codegen)
+            result = dataclasses.replace(_plan_of(old), slope=known)
+        else:
+            result = plan.plan(program.job, layout, slope=known or slope, fast_codegen=fast_codegen)
         if result.slope is not None:
-            slopes[(repr(plan.slope_key(program.job)), layout.name)] = result.slope
+            slopes[slope_id] = result.slope
         new = record(program, result, reference)
         if path is not None:
             with path.open("a") as f:
@@ -182,6 +188,7 @@ def rows(records: Sequence[dict[str, Any]], utilization: float) -> list[dict[str
                 "teacher_gib": p.teacher / GiB,
                 "gflop_per_step": p.train.flops / 1e9,
                 "compile_seconds": p.train.compile_seconds,
+                "codegen": p.train.codegen,
                 "eval_peak_gib": p.eval.peak / GiB,
                 "steps": p.steps,
                 "step_seconds": seconds,
@@ -230,7 +237,9 @@ def markdown(table: Sequence[dict[str, Any]], utilization: float, command: str) 
         f"{plan.SLOPE_BATCHES[0]} and {plan.SLOPE_BATCHES[1]} per device). `fits`: chips",
         "whose usable HBM holds the peak (4 = v4, e = v5e, p = v5p, H = H100, A = A100).",
         "`compile s`: wall time of the train step's compile on the machine that made the",
-        "table (2 CPU cores, shared with other jobs while it ran).",
+        "table (2 CPU cores, shared with other jobs while it ran); `*`: compiled with",
+        "LLVM at -O0 (`--fast-codegen`: the same memory, FLOPs and bytes, about half the",
+        "compile time).",
         "",
         head,
         "|" + "---|" * (head.count("|") - 1),
@@ -258,7 +267,7 @@ def markdown(table: Sequence[dict[str, Any]], utilization: float, command: str) 
             f"{state['criterion'] + state['scores']:.2f}",
             f"{row['teacher_gib']:.2f}",
             f"{row['gflop_per_step']:.0f}",
-            f"{row['compile_seconds']:.0f}",
+            f"{row['compile_seconds']:.0f}" + ("*" if row.get("codegen") == "fast" else ""),
             v5e,
             f"{row['step_seconds']['tpu-v4'] * 1e3:.1f}",
             f"{row['run_hours']['tpu-v4']:.2f}",

@@ -186,6 +186,21 @@ def test_plan_sizes_the_state_exactly_on_one_device(world):
     assert tuning.train.peak < result.train.peak
 
 
+def test_fast_codegen_and_the_slope_alone_give_the_same_figures(world):
+    job = tiny_job(world, method="pins", steps=40, method_options=(("begin", 10),))
+    layout = plan.Layout(1, 1, False)
+    full = plan.plan(job, layout)
+    fast = plan.plan(job, layout, fast_codegen=True)
+    assert (full.train.codegen, fast.train.codegen) == ("full", "fast")
+    same = ("argument", "output", "alias", "temp", "flops", "bytes_accessed")
+    pairs = [(full.train, fast.train), (full.eval, fast.eval)]
+    for a, b in [*pairs, *zip(full.slope, fast.slope, strict=True)]:
+        assert [getattr(a, f) for f in same] == [getattr(b, f) for f in same]
+    alone = plan.slope_executables(job, layout)
+    for a, b in zip(full.slope, alone, strict=True):
+        assert [getattr(a, f) for f in same] == [getattr(b, f) for f in same]
+
+
 def test_accelerator_projection_is_a_roofline():
     chip = accelerators.ACCELERATORS["tpu-v5e"]
     assert accelerators.step_seconds(197e12, 0, chip, 1.0) == pytest.approx(1.0)
