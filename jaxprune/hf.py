@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import pathlib
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -20,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprune import paths
+from jaxprune.models import gpt2, llama
 from jaxprune.models.heads import TASKS as ENCODER_HEADS
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,9 @@ _HUB_FILES = [
 
 
 #: The heads :func:`load_pretrained` puts on a checkpoint: the encoder heads of
-#: :data:`jaxprune.models.TASKS` (BERT, RoBERTa, ELECTRA, DistilBERT) and GPT-2's
-#: ``causal-lm``. A head is a model's output layer, not a dataset: GLUE tasks use
-#: ``sequence-classification``, SQuAD ``question-answering``, CoNLL-2003
+#: :data:`jaxprune.models.TASKS` (BERT, RoBERTa, ELECTRA, DistilBERT) and the decoders'
+#: (:data:`DECODERS`) ``causal-lm``. A head is a model's output layer, not a dataset: GLUE
+#: tasks use ``sequence-classification``, SQuAD ``question-answering``, CoNLL-2003
 #: ``token-classification``, data-to-text ``causal-lm``.
 HEADS = (*ENCODER_HEADS, "causal-lm")
 _TASK_HEADS = {
@@ -67,6 +69,42 @@ def check_head(head: str) -> None:
             f"jaxprune.recipes.Job(task={name!r})); heads: {list(HEADS)}"
         )
     raise ValueError(f"unknown head {head!r}; choose from {list(HEADS)}")
+
+
+class Decoder(NamedTuple):
+    """How a decoder-only causal LM maps onto its transformers checkpoint."""
+
+    # the jaxprune class, built as model(config(hf_config), rngs=..., dtype=...)
+    model: type[gpt2.GPT2LMHeadModel] | type[llama.LlamaForCausalLM]
+    config: Callable[[Any], Any]  # transformers config -> the class's config
+    prefix: str  # the body's checkpoint prefix
+    transposed: bool  # kernels stored (out, in), as nn.Linear's (not GPT-2's Conv1D)
+    untied_head: bool  # can hold an output matrix apart from the word embeddings
+    hf_class: str  # transformers' class, written to the config's ``architectures``
+
+
+def _llama_like(hf_class: str) -> Decoder:
+    return Decoder(llama.LlamaForCausalLM, llama.LlamaConfig.from_hf, "model", True, True, hf_class)
+
+
+#: model_type -> :class:`Decoder`: the causal LMs :func:`load_pretrained` builds.
+DECODERS = {
+    "gpt2": Decoder(
+        gpt2.GPT2LMHeadModel,
+        gpt2.GPT2Config.from_hf,
+        "transformer",
+        False,
+        False,
+        "GPT2LMHeadModel",
+    ),
+    "llama": _llama_like("LlamaForCausalLM"),
+    "qwen2": _llama_like("Qwen2ForCausalLM"),
+    "mistral": _llama_like("MistralForCausalLM"),
+}
+
+
+def _decoder_of(model: nnx.Module) -> Decoder | None:
+    return next((d for d in DECODERS.values() if isinstance(model, d.model)), None)
 
 
 class Pretrained(NamedTuple):
@@ -165,20 +203,22 @@ def _aliases(key: str) -> list[str]:
 
 
 def _model_prefix(model: nnx.Module) -> str:
-    from jaxprune.models import gpt2
+    from jaxprune.models.deberta import DebertaV2ForTask
     from jaxprune.models.heads import EncoderForTask
 
     if isinstance(model, EncoderForTask):
         return model.cfg.arch
-    if isinstance(model, gpt2.GPT2LMHeadModel):
-        return "transformer"
-    raise TypeError(f"no Hugging Face mapping for {type(model).__name__}")
+    if isinstance(model, DebertaV2ForTask):
+        return "deberta"
+    decoder = _decoder_of(model)
+    if decoder is None:
+        raise TypeError(f"no Hugging Face mapping for {type(model).__name__}")
+    return decoder.prefix
 
 
 def _transposes(model: nnx.Module) -> bool:
-    from jaxprune.models import gpt2
-
-    return not isinstance(model, gpt2.GPT2LMHeadModel)  # GPT-2's Conv1D stores (in, out)
+    decoder = _decoder_of(model)
+    return decoder is None or decoder.transposed
 
 
 def params_from_checkpoint(
@@ -186,14 +226,16 @@ def params_from_checkpoint(
 ) -> dict:
     """Fills the model's param tree from checkpoint tensors, strictly.
 
-    Body parameters must all be present with matching shapes; head parameters that are
-    missing keep their fresh initialisation and are reported in the log.
+    Body parameters (all of a decoder's, its LM head included) must all be present with
+    matching shapes; encoder head parameters that are missing keep their fresh
+    initialisation and are reported in the log.
 
     Raises:
       ValueError: a body parameter is missing, or a shape does not match.
     """
     prefix = _model_prefix(model)
     transpose = _transposes(model)
+    whole = _decoder_of(model) is not None  # a causal LM has no head to initialise afresh
     current = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     flat, treedef = jax.tree_util.tree_flatten_with_path(current)
     used, fresh, leaves = set(), [], []
@@ -206,7 +248,7 @@ def params_from_checkpoint(
         found = next((c for c in candidates if c in weights), None)
         if found is None:
             body = path.startswith(prefix + "/") and "/pooler/" not in path
-            if body:
+            if whole or body:
                 raise ValueError(
                     f"{source} has no tensor for {path} (looked for {candidates}); is it a "
                     f"checkpoint of this architecture?"
@@ -248,7 +290,7 @@ def load_pretrained(
       name_or_dir: a local folder (config.json + model.safetensors or pytorch_model.bin),
         ``"minilm"`` (the embedded all-MiniLM-L6-v2), or a Hub id when online.
       head: the output layer, one of :data:`HEADS`; None: ``sequence-classification`` on an
-        encoder, ``causal-lm`` on GPT-2.
+        encoder, ``causal-lm`` on a decoder (:data:`DECODERS`: GPT-2, Llama, Qwen2, Mistral).
       num_labels: classes of a new classification head (1 = regression).
       dtype: compute dtype; params are float32.
       seed: initialisation of new heads.
@@ -371,31 +413,40 @@ def build(
 ) -> nnx.Module:
     """A randomly initialised jaxprune model for a transformers config, with ``head`` (see
     :func:`load_pretrained`)."""
-    from jaxprune.models import gpt2
+    from jaxprune.models import deberta
     from jaxprune.models.encoder import EncoderConfig
     from jaxprune.models.heads import EncoderForTask
 
-    is_gpt2 = hf_config.model_type == "gpt2"
+    decoder = DECODERS.get(hf_config.model_type)
     if head is None:
-        head = "causal-lm" if is_gpt2 else "sequence-classification"
+        head = "causal-lm" if decoder else "sequence-classification"
     check_head(head)
-    if is_gpt2 != (head == "causal-lm"):
+    if (decoder is not None) != (head == "causal-lm"):
         raise ValueError(
-            f"a {hf_config.model_type} checkpoint has no {head!r} head: GPT-2 loads as "
-            f"'causal-lm', encoders as one of {list(ENCODER_HEADS)}"
+            f"a {hf_config.model_type} checkpoint has no {head!r} head: decoders "
+            f"({', '.join(DECODERS)}) load as 'causal-lm', encoders as one of "
+            f"{list(ENCODER_HEADS)}"
         )
     if num_labels < 1:
         raise ValueError(f"num_labels must be >= 1 (1: regression), got {num_labels}")
     rngs = nnx.Rngs(seed)
-    tied_head = head in ("causal-lm", "masked-lm")
+    tied_head = head == "masked-lm" or (decoder is not None and not decoder.untied_head)
     if tied_head and not getattr(hf_config, "tie_word_embeddings", True):
         raise ValueError(
             f"this {hf_config.model_type} config has tie_word_embeddings=False, but jaxprune's "
             f"LM heads reuse the word embeddings; an untied output matrix is not supported"
         )
-    model: gpt2.GPT2LMHeadModel | EncoderForTask
-    if hf_config.model_type == "gpt2":
-        model = gpt2.GPT2LMHeadModel(gpt2.GPT2Config.from_hf(hf_config), rngs=rngs, dtype=dtype)
+    model: gpt2.GPT2LMHeadModel | llama.LlamaForCausalLM | EncoderForTask | deberta.DebertaV2ForTask
+    if decoder is not None:
+        model = decoder.model(decoder.config(hf_config), rngs=rngs, dtype=dtype)
+    elif hf_config.model_type == "deberta-v2":
+        model = deberta.DebertaV2ForTask(
+            deberta.DebertaV2Config.from_hf(hf_config),
+            task=head,
+            num_labels=num_labels,
+            rngs=rngs,
+            dtype=dtype,
+        )
     else:
         cfg = EncoderConfig.from_hf(hf_config)
         model = EncoderForTask(cfg, task=head, num_labels=num_labels, rngs=rngs, dtype=dtype)
@@ -470,7 +521,7 @@ def hf_config(model: nnx.Module) -> Any:
     """The transformers config describing ``model`` (architecture class and labels set)."""
     from transformers import AutoConfig
 
-    from jaxprune.models import gpt2
+    from jaxprune.models.deberta import DebertaV2ForTask
     from jaxprune.models.heads import ARCH_NAMES, HF_CLASSES, EncoderForTask
 
     source = getattr(model, "hf_config_json", None)
@@ -482,10 +533,11 @@ def hf_config(model: nnx.Module) -> Any:
     data = json.loads(source)
     model_type = data.pop("model_type")
     config = AutoConfig.for_model(model_type, **data)
-    if isinstance(model, gpt2.GPT2LMHeadModel):
-        config.architectures = ["GPT2LMHeadModel"]
+    decoder = DECODERS.get(model_type)
+    if decoder is not None and isinstance(model, decoder.model):
+        config.architectures = [decoder.hf_class]
         return config
-    if not isinstance(model, EncoderForTask):
+    if not isinstance(model, EncoderForTask | DebertaV2ForTask):
         raise TypeError(f"no transformers config for a {type(model).__name__}")
     if model.cfg.layer_heads is not None or model.cfg.layer_intermediate is not None:
         raise ValueError(
@@ -504,8 +556,10 @@ def hf_config(model: nnx.Module) -> Any:
 
 
 __all__ = [
+    "DECODERS",
     "EMBEDDED",
     "HEADS",
+    "Decoder",
     "Pretrained",
     "build",
     "check_head",

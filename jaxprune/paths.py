@@ -30,6 +30,22 @@ BERT_ENCODER_KERNELS_AND_BIASES = BERT_ENCODER_KERNELS.replace("/kernel$", "/(ke
 #: GPT-2's four matrices per block (fused QKV, attention output, FFN in, FFN out): weights only.
 GPT2_KERNELS = r"(^|/)transformer/h/\d+/(attn/(c_attn|c_proj)|mlp/(c_fc|c_proj))/kernel$"
 GPT2_KERNELS_AND_BIASES = GPT2_KERNELS.replace("/kernel$", "/(kernel|bias)$")
+#: The seven matrices of every Llama / Qwen2 / Mistral layer (q, k, v, o projections; the
+#: SwiGLU's gate, up and down projections): weights only. Embeddings and lm_head stay dense.
+LLAMA_KERNELS = (
+    r"(^|/)model/layers/\d+/"
+    r"(self_attn/(q_proj|k_proj|v_proj|o_proj)|mlp/(gate_proj|up_proj|down_proj))/kernel$"
+)
+#: The same with their biases where the checkpoint has them (Qwen2's q/k/v biases).
+LLAMA_KERNELS_AND_BIASES = LLAMA_KERNELS.replace("/kernel$", "/(kernel|bias)$")
+#: DeBERTa-v2/v3's six matrices per layer (query_proj, key_proj, value_proj, attention
+#: output, FFN in, FFN out): weights only; the relative-position table, v2's pos_key_proj /
+#: pos_query_proj and the ConvLayer are left dense.
+DEBERTA_KERNELS = (
+    r"(^|/)deberta/encoder/layer/\d+/(attention/(self/(query_proj|key_proj|value_proj)"
+    r"|output/dense)|intermediate/dense|output/dense)/kernel$"
+)
+DEBERTA_KERNELS_AND_BIASES = DEBERTA_KERNELS.replace("/kernel$", "/(kernel|bias)$")
 
 
 def _key_name(key: Any) -> str:
@@ -144,8 +160,12 @@ def check_same_structure(
 __all__ = [
     "BERT_ENCODER_KERNELS",
     "BERT_ENCODER_KERNELS_AND_BIASES",
+    "DEBERTA_KERNELS",
+    "DEBERTA_KERNELS_AND_BIASES",
     "GPT2_KERNELS",
     "GPT2_KERNELS_AND_BIASES",
+    "LLAMA_KERNELS",
+    "LLAMA_KERNELS_AND_BIASES",
     "Prunable",
     "check_floating",
     "check_same_structure",

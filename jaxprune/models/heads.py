@@ -41,6 +41,7 @@ ARCH_NAMES = {
     "roberta": "Roberta",
     "electra": "Electra",
     "distilbert": "DistilBert",
+    "deberta-v2": "DebertaV2",
 }
 
 

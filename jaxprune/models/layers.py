@@ -123,6 +123,8 @@ def attention(
     deterministic: bool = True,
     rngs: nnx.Rngs | None = None,
     return_scores: bool = False,
+    bias: jax.Array | None = None,
+    scale: float | None = None,
 ) -> tuple[jax.Array, jax.Array | None]:
     """Scaled dot-product attention over heads.
 
@@ -135,6 +137,9 @@ def attention(
       dropout: attention-probability dropout, used when not deterministic.
       return_scores: also return the pre-softmax scores (batch, heads, length, length),
         padding and future positions set to the dtype's minimum as in transformers.
+      bias: (batch, heads, length, length) added to the scaled scores (DeBERTa's relative
+        position terms), or None.
+      scale: the scores' factor; None: ``1 / sqrt(head_dim)``.
 
     Returns:
       (context of shape (batch, length, heads, head_dim), scores or None).
@@ -144,12 +149,19 @@ def attention(
         mask = mask.astype(bool)
         mask = mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
     if not (return_scores or drop is not None):
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+        if bias is not None:
+            bias = bias.astype(q.dtype)
+        out = jax.nn.dot_product_attention(
+            q, k, v, bias=bias, mask=mask, scale=scale, is_causal=causal
+        )
         return out, None
     depth = q.shape[-1]
     # heads-major, so both contractions are plain batched matmuls (faster on XLA:CPU)
     q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
-    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(depth)
+    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
+    scores = scores / jnp.sqrt(depth) if scale is None else scores * scale
+    if bias is not None:
+        scores = scores + bias.astype(jnp.float32)
     allowed = jnp.ones(scores.shape[-2:], bool)
     if causal:
         allowed = jnp.tril(allowed)
