@@ -11,7 +11,7 @@ import pathlib
 import pytest
 
 from jaxprune import cli, recipes, report
-from jaxprune.recipes import common
+from jaxprune.recipes import common, labels
 from jaxprune.recipes.job import Job, load_module, override
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -19,13 +19,36 @@ CONFIGS = sorted((ROOT / "experiments" / "configs").glob("*.py"))
 REFERENCE = ROOT / "experiments" / "reference"
 
 
+def headed_teacher(world: dict[str, pathlib.Path], task: str) -> pathlib.Path:
+    """The tiny BERT saved with ``task``'s classification head (generic label names)."""
+    from jaxprune import hf
+
+    names = labels.dataset_labels(task)
+    assert names is not None
+    head = "token-classification" if task == "conll2003" else "sequence-classification"
+    folder = world["data"].parent / "teachers" / f"{head}-{len(names)}"
+    if not folder.exists():
+        model, params, _ = hf.load_pretrained(world["bert"], head=head, num_labels=len(names))
+        hf.save_pretrained(model, params, folder)
+    return folder
+
+
 def tiny(job: Job, world: dict[str, pathlib.Path]) -> Job:
-    """``job`` shrunk to one step on tiny models and the fixture data."""
+    """``job`` shrunk to one step on tiny models and the fixture data. A teacher that
+    classifies is the tiny BERT with that head and generic label names, so where the config
+    leaves the order to the teacher's id2label (small_repro: a jaxprune export, which names
+    its labels) the identity is declared."""
     model = world["gpt2" if recipes.family(job.task) == "d2t" else "bert"]
+    names = labels.dataset_labels(job.task)
+    order, teacher = job.teacher_labels, None if job.teacher is None else model
+    if teacher is not None and names is not None:
+        teacher = headed_teacher(world, job.task)
+        order = order or tuple(range(len(names)))
     return dataclasses.replace(
         job,
         model=str(model),
-        teacher=None if job.teacher is None else str(model),
+        teacher=None if teacher is None else str(teacher),
+        teacher_labels=order,
         data_dir=str(world["data"]),
         steps=1,
         batch_size=4,

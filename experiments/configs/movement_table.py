@@ -21,6 +21,13 @@ TEACHERS = {
     "qqp": "textattack/bert-base-uncased-QQP",
     "squad": "csarron/bert-base-uncased-squad-v1",
 }
+# teacher_labels: for each dataset label, the teacher's output index. TextAttack's GLUE
+# checkpoints name their outputs LABEL_0.. (no order in their configs): they were trained on
+# the `glue` datasets' label ids as they are, except MNLI, whose TextAttack dataset wrapper
+# remaps them (outputs 0 contradiction, 1 entailment, 2 neutral); the PINS authors' code
+# permutes that teacher's logits with [1, 2, 0] (../shared/design/algorithms-pins-smp.md).
+# SQuAD's teacher outputs start / end logits: nothing to order.
+TEACHER_LABELS = {"mnli": (1, 2, 0), "qqp": (0, 1), "squad": None}
 LABELS = {"magnitude": "Magnitude", "movement": "Movement", "soft_movement": "Soft-Movement"}
 
 
@@ -38,6 +45,7 @@ def _job(task: str, remaining: float, method: str) -> Job:
         warmup_ratio=0.1,
         eval_every=1000,
         teacher=TEACHERS[task],
+        teacher_labels=TEACHER_LABELS[task],
         label=LABELS[method],
         reference="movement_2020/distil",
     )

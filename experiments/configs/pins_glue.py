@@ -51,6 +51,12 @@ TEACHER = {
     "cola": "CoLA",
     "stsb": "STS-B",
 }
+# teacher_labels: for each dataset label, the teacher's output index. TextAttack's GLUE
+# checkpoints name their outputs LABEL_0.. (no order in their configs): they were trained on
+# the `glue` datasets' label ids as they are, except MNLI, whose TextAttack dataset wrapper
+# remaps them (outputs 0 contradiction, 1 entailment, 2 neutral); the PINS authors' code
+# permutes that teacher's logits with [1, 2, 0] (../shared/design/algorithms-pins-smp.md).
+TEACHER_LABELS = {t: (1, 2, 0) if t == "mnli" else (0, 1) for t in TEACHER if t != "stsb"}
 METHODS = {
     "pins": "PINS",
     "platon": "PLATON",
@@ -82,7 +88,8 @@ def _job(task: str, sparsity: float, method: str) -> Job:
         args = (("beta1", 0.85), ("beta2", beta2), ("window", 10))
         job = with_options(job, criterion_args=args)
     if method == "pins":  # glue.sh starts the self-teacher from a fine-tuned model
-        job = dataclasses.replace(job, teacher=f"textattack/bert-base-uncased-{TEACHER[task]}")
+        teacher = f"textattack/bert-base-uncased-{TEACHER[task]}"
+        job = dataclasses.replace(job, teacher=teacher, teacher_labels=TEACHER_LABELS[task])
     return with_options(job, **schedule)
 
 

@@ -26,6 +26,13 @@ TEACHERS = {
     "qqp": "textattack/bert-base-uncased-QQP",
     "squad": "csarron/bert-base-uncased-squad-v1",
 }
+# teacher_labels: for each dataset label, the teacher's output index. TextAttack's GLUE
+# checkpoints name their outputs LABEL_0.. (no order in their configs): they were trained on
+# the `glue` datasets' label ids as they are, except MNLI, whose TextAttack dataset wrapper
+# remaps them (outputs 0 contradiction, 1 entailment, 2 neutral); the PINS authors' code
+# permutes that teacher's logits with [1, 2, 0] (../shared/design/algorithms-pins-smp.md).
+# SQuAD's teacher outputs start / end logits: nothing to order.
+TEACHER_LABELS = {"mnli": (1, 2, 0), "qqp": (0, 1), "squad": None}
 # Steps of one epoch at the scripts' batch sizes (HF dataloader, last partial batch kept).
 STEPS_PER_EPOCH = {"mnli": 6136, "qqp": 5686, "squad": 2766}
 LABELS = {
@@ -67,7 +74,9 @@ def smp_job(task: str, remaining: float, kind: str, kd: bool) -> Job:
     options = {k: v for k, v in options.items() if v is not None}
     if kd:
         options["objective"] = "kd"
-        base = dataclasses.replace(base, teacher=TEACHERS[task])
+        base = dataclasses.replace(
+            base, teacher=TEACHERS[task], teacher_labels=TEACHER_LABELS[task]
+        )
     return with_options(base, **options)
 
 
@@ -91,7 +100,11 @@ def movement_job(task: str, remaining: float, kind: str, kd: bool) -> Job:
     if kind == "soft_movement":  # its sparsity follows lambda: 10% / 3% need tuning
         base = with_options(base, final_lambda=400.0 if remaining == 0.1 else 600.0)
     if kd:
-        base = dataclasses.replace(with_options(base, objective="kd"), teacher=TEACHERS[task])
+        base = dataclasses.replace(
+            with_options(base, objective="kd"),
+            teacher=TEACHERS[task],
+            teacher_labels=TEACHER_LABELS[task],
+        )
     return base
 
 

@@ -21,6 +21,10 @@ TEACHERS = {
     t: f"textattack/bert-base-uncased-{n}"
     for t, n in [("qnli", "QNLI"), ("mrpc", "MRPC"), ("rte", "RTE"), ("cola", "CoLA")]
 }
+# teacher_labels: for each dataset label, the teacher's output index. TextAttack's GLUE
+# checkpoints name their outputs LABEL_0.. (no order in their configs): they were trained on
+# the `glue` datasets' label ids as they are (only TextAttack's MNLI wrapper remaps them).
+TEACHER_LABELS = (0, 1)
 
 
 def _job(task: str) -> Job:
@@ -35,6 +39,7 @@ def _job(task: str) -> Job:
         learning_rate=3e-5,
         warmup_ratio=0.0,
         teacher=TEACHERS[task],
+        teacher_labels=TEACHER_LABELS,
         label="SparseBERT",
         reference="sparsebert_2021/main",
     )

@@ -23,9 +23,8 @@ import jax
 
 from jaxprune import architectures, hf, methods
 from jaxprune.metrics import GLUE_TASKS
-from jaxprune.recipes import common, d2t, glue, ner, squad
+from jaxprune.recipes import common, d2t, glue, labels, ner, squad
 from jaxprune.recipes.job import (
-    DEFAULTS,
     RESUMABLE_CHANGES,
     Job,
     conforms,
@@ -144,11 +143,15 @@ def validate(job: Job, *, train: bool = True) -> None:
     against the preset), the teacher the method needs or would ignore, the method's optimizer
     when ``steps`` fixes the run's length (a PINS or PLATON schedule pruning before the
     criterion's window is refused: :class:`jaxprune.optim.NoEvidenceError`), that the global
-    batch splits over the mesh's data axis and that ``train_subset`` fills a batch.
+    batch splits over the mesh's data axis, that ``train_subset`` fills a batch, and last
+    which of a classifying teacher's outputs is which label (``teacher_labels`` or the
+    teacher's ``id2label``, reading only its config.json:
+    :func:`jaxprune.recipes.labels.teacher_order`).
 
     Raises:
       ValueError: naming the field (``task=...``, ``method_options.begin: ...``).
-      FileNotFoundError, NotADirectoryError: a model or teacher folder is missing.
+      FileNotFoundError, NotADirectoryError: a model or teacher folder is missing (or a Hub
+        teacher's config.json, where its label order is needed and not set).
     """
     kind = family(job.task)
     if job.task != job.task.lower():
@@ -176,6 +179,11 @@ def validate(job: Job, *, train: bool = True) -> None:
         )
     if method.teacher == "none" and job.teacher is not None:
         raise ValueError(f"teacher={job.teacher!r}: {job.method} uses no teacher; unset it")
+    if job.teacher is None and job.teacher_labels is not None:
+        raise ValueError(
+            f"teacher_labels={job.teacher_labels!r} orders a teacher's outputs, but no teacher "
+            f"is set; unset it (--set teacher_labels=None)"
+        )
     if job.teacher is not None:
         check = _check_architecture if job.random_init else _check_folder
         check("teacher", job.teacher, job.task)
@@ -205,6 +213,7 @@ def validate(job: Job, *, train: bool = True) -> None:
             f"train_subset={job.train_subset} is smaller than batch_size={job.batch_size}: "
             f"not one full batch (the last partial batch of an epoch is dropped)"
         )
+    labels.teacher_order(job)  # last: it may read the teacher's config.json
 
 
 def prepare(job: Job, *, train: bool = True) -> common.Prepared:
@@ -230,7 +239,8 @@ def run(job: Job, run_dir: str | pathlib.Path, *, restart: bool = False) -> dict
     """
     validate(job)
     if not restart:
-        check_resumable(run_dir, job.as_dict(), RESUMABLE_CHANGES, DEFAULTS)
+        defaults = labels.resume_defaults(job, labels.teacher_order(job))
+        check_resumable(run_dir, job.as_dict(), RESUMABLE_CHANGES, defaults)
     return common.train_and_export(job, run_dir, _load(job, train=True), restart=restart)
 
 

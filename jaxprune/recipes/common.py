@@ -18,11 +18,13 @@ from typing import Any, TypeVar
 
 import datasets
 import jax
+from flax import nnx
 
 from jaxprune import data, hf, methods, paths, train
 from jaxprune.masks import sparsity_report
 from jaxprune.models import GPT2LMHeadModel, logical_axes
-from jaxprune.recipes.job import DEFAULTS, RESUMABLE_CHANGES, Job
+from jaxprune.recipes import labels
+from jaxprune.recipes.job import RESUMABLE_CHANGES, Job
 from jaxprune.train.loop import clear_run
 from jaxprune.train.tasks import ModelFn
 
@@ -42,7 +44,8 @@ class Prepared:
       train_batches: the training batches (one epoch per call); None when only evaluating.
       evaluate: ``forward -> (params -> dev metrics with a "primary" key)``.
       kind: the loss kind (classification, regression, token, qa, lm).
-      load_teacher: ``folder -> (teacher model, teacher params)``.
+      load_teacher: ``folder -> (teacher model, teacher params)``, the params' outputs in
+        the dataset's label order (:func:`load_model` with ``teacher``).
     """
 
     model: Any
@@ -82,16 +85,30 @@ def load_model(
 ) -> hf.Pretrained:
     """``name`` (the job's model, or with ``teacher`` its teacher) with ``head``: its
     checkpoint, or random weights of its architecture when ``job.random_init``; the tokenizer
-    from ``job.tokenizer`` when set (a teacher's is not loaded under ``random_init``)."""
+    from ``job.tokenizer`` when set (a teacher's is not loaded under ``random_init``).
+
+    A classifying teacher's output layer is put in the dataset's label order here, the one
+    place every recipe's teacher passes (:func:`jaxprune.recipes.labels.teacher_order`; a
+    ValueError when the order is not determined), in its params and in the model.
+    """
     seed = 0 if teacher else job.seed
     if job.random_init:
         words = None if teacher else (job.tokenizer or name)
-        return hf.random_pretrained(
+        loaded = hf.random_pretrained(
             name, head=head, num_labels=num_labels, seed=seed, tokenizer=words
         )
-    return hf.load_pretrained(
-        name, head=head, num_labels=num_labels, seed=seed, tokenizer=job.tokenizer
-    )
+    else:
+        loaded = hf.load_pretrained(
+            name, head=head, num_labels=num_labels, seed=seed, tokenizer=job.tokenizer
+        )
+    order = labels.teacher_order(job, name) if teacher else None
+    if order is None:
+        return loaded
+    params = labels.reorder_outputs(loaded.model, loaded.params, order)
+    state = nnx.state(loaded.model, nnx.Param)
+    nnx.replace_by_pure_dict(state, params)
+    nnx.update(loaded.model, state)
+    return hf.Pretrained(loaded.model, params, loaded.tokenizer)
 
 
 def subset(dataset: datasets.Dataset, size: int | None, seed: int) -> datasets.Dataset:
@@ -221,12 +238,14 @@ def train_and_export(
         task=kind,
     )
     forward = train.model_fn(model)
-    dense_teacher, teacher_forward = None, None
+    dense_teacher, teacher_forward, order = None, None, None
     if method.teacher == "dense" and job.teacher is None:
         raise ValueError(f"{job.method} distils from a fine-tuned dense teacher: set teacher=")
     if method.teacher != "none" and job.teacher is not None:  # PINS may start from one too
+        # outputs in the dataset's label order (load_model), so every loss sees them so
         teacher_model, dense_teacher = task.load_teacher(job.teacher)
         teacher_forward = train.model_fn(teacher_model)
+        order = labels.teacher_order(job)
     tx = method.optimizer(run, params)
     loss = method.loss(forward, run, teacher_forward)
     layout, param_sh = layout_for(job, model, params)
@@ -278,7 +297,7 @@ def train_and_export(
         resolved_config=job.as_dict(),
         export=lambda trainable, opt_state: method.export(trainable, opt_state, run),
         may_differ=RESUMABLE_CHANGES,
-        defaults=DEFAULTS,
+        defaults=labels.resume_defaults(job, order),
         restart=restart,
     )
     pruned, masks = method.export(state.params, state.opt_state, run)
@@ -296,6 +315,7 @@ def train_and_export(
             target,
         )
     hf.save_pretrained(model, pruned, run_dir / "export", tokenizer=tokenizer)
+    labels.name_outputs(run_dir / "export", job.task)  # what a later teacher_order reads
     result = {
         "job": job.as_dict(),
         "steps": steps,

@@ -49,6 +49,13 @@ class Job:
       data_dir: local data folder (``JAXPRUNE_DATA_DIR`` when None), else the Hub.
       teacher: fine-tuned dense checkpoint for methods that distil from one (PINS: its
         first self-teacher); refused for a method that uses no teacher.
+      teacher_labels: which of the teacher's outputs is which of the dataset's labels, for a
+        classification teacher (GLUE classification, CoNLL-2003 NER): entry ``i`` is the
+        teacher's output index for the dataset's label ``i`` (TextAttack's MNLI checkpoints:
+        ``(1, 2, 0)``, as the PINS authors' code permutes them). None: read from the
+        teacher's ``id2label``, refused when its names do not fix the order (see
+        :func:`jaxprune.recipes.labels.teacher_order`). A permutation of ``0..n-1``; JSON
+        lists are taken as tuples.
       random_init: start from random weights of the model's architecture (and the
         teacher's) instead of its checkpoint: a smoke test of a paper-scale run where the
         weights are out of reach. ``model`` and ``teacher`` may then be names of
@@ -87,6 +94,7 @@ class Job:
     fsdp: bool = False
     data_dir: str | None = None
     teacher: str | None = None
+    teacher_labels: tuple[int, ...] | None = None
     random_init: bool = False
     tokenizer: str | None = None
     label: str = ""
@@ -116,6 +124,20 @@ class Job:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if isinstance(self.teacher_labels, list):  # read back from a run's JSON
+            object.__setattr__(self, "teacher_labels", tuple(self.teacher_labels))
+        order = self.teacher_labels
+        if order is not None and (
+            not isinstance(order, tuple)
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in order)
+            or sorted(order) != list(range(len(order)))
+            or len(order) < 2
+        ):
+            raise ValueError(
+                f"teacher_labels must be a permutation of 0..n-1 (n >= 2: for each of the "
+                f"dataset's n labels, the teacher's output index, e.g. "
+                f"--set teacher_labels=1,2,0), got {order!r}"
+            )
 
     @property
     def options(self) -> dict[str, Any]:
@@ -182,6 +204,8 @@ def type_name(hint: Any) -> str:
 
 def _check_type(name: str, value: Any) -> Any:
     hint = _HINTS[name]
+    if isinstance(value, list) and conforms(tuple(value), hint):
+        value = tuple(value)  # teacher_labels=[1,2,0] as well as 1,2,0
     if not conforms(value, hint):
         raise ValueError(f"--set {name}: expected {type_name(hint)}, got {value!r}")
     allowed = typing.get_args(hint) or (hint,)
