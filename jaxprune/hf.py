@@ -21,7 +21,9 @@ import numpy as np
 from flax import nnx
 
 from jaxprune import paths
-from jaxprune.models import gpt2, llama
+from jaxprune.models import deberta, gpt2, llama, modernbert
+from jaxprune.models.encoder import EncoderConfig
+from jaxprune.models.heads import ARCH_NAMES, HF_CLASSES, EncoderForTask
 from jaxprune.models.heads import TASKS as ENCODER_HEADS
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,10 @@ _HUB_FILES = [
 
 
 #: The heads :func:`load_pretrained` puts on a checkpoint: the encoder heads of
-#: :data:`jaxprune.models.TASKS` (BERT, RoBERTa, ELECTRA, DistilBERT) and the decoders'
-#: (:data:`DECODERS`) ``causal-lm``. A head is a model's output layer, not a dataset: GLUE
-#: tasks use ``sequence-classification``, SQuAD ``question-answering``, CoNLL-2003
-#: ``token-classification``, data-to-text ``causal-lm``.
+#: :data:`jaxprune.models.TASKS` (:data:`ENCODERS`; DeBERTa-v2 has all but ``masked-lm``)
+#: and the decoders' (:data:`DECODERS`) ``causal-lm``. A head is a model's
+#: output layer, not a dataset: GLUE tasks use ``sequence-classification``, SQuAD
+#: ``question-answering``, CoNLL-2003 ``token-classification``, data-to-text ``causal-lm``.
 HEADS = (*ENCODER_HEADS, "causal-lm")
 _TASK_HEADS = {
     "squad": "question-answering",
@@ -105,6 +107,38 @@ DECODERS = {
 
 def _decoder_of(model: nnx.Module) -> Decoder | None:
     return next((d for d in DECODERS.values() if isinstance(model, d.model)), None)
+
+
+EncoderModel = EncoderForTask | deberta.DebertaV2ForTask | modernbert.ModernBertForTask
+
+
+class EncoderFamily(NamedTuple):
+    """How an encoder family maps onto its transformers checkpoints."""
+
+    # the jaxprune class, built as model(config(hf_config), task=..., num_labels=..., ...)
+    model: type[EncoderModel]
+    config: Callable[[Any], Any]  # transformers config -> the class's config
+    prefix: str | None  # the body's checkpoint prefix; None: the config's ``arch``
+
+
+_BERT_LIKE = EncoderFamily(EncoderForTask, EncoderConfig.from_hf, None)
+
+#: model_type -> :class:`EncoderFamily`: the encoders :func:`load_pretrained` builds.
+ENCODERS = {
+    **dict.fromkeys(
+        ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert"), _BERT_LIKE
+    ),
+    "deberta-v2": EncoderFamily(
+        deberta.DebertaV2ForTask, deberta.DebertaV2Config.from_hf, "deberta"
+    ),
+    "modernbert": EncoderFamily(
+        modernbert.ModernBertForTask, modernbert.ModernBertConfig.from_hf, "model"
+    ),
+}
+
+
+def _encoder_of(model: EncoderModel) -> EncoderFamily:
+    return next(e for e in ENCODERS.values() if isinstance(model, e.model))
 
 
 class Pretrained(NamedTuple):
@@ -203,13 +237,8 @@ def _aliases(key: str) -> list[str]:
 
 
 def _model_prefix(model: nnx.Module) -> str:
-    from jaxprune.models.deberta import DebertaV2ForTask
-    from jaxprune.models.heads import EncoderForTask
-
-    if isinstance(model, EncoderForTask):
-        return model.cfg.arch
-    if isinstance(model, DebertaV2ForTask):
-        return "deberta"
+    if isinstance(model, EncoderModel):
+        return _encoder_of(model).prefix or model.cfg.arch
     decoder = _decoder_of(model)
     if decoder is None:
         raise TypeError(f"no Hugging Face mapping for {type(model).__name__}")
@@ -412,12 +441,19 @@ def build(
     seed: int = 0,
 ) -> nnx.Module:
     """A randomly initialised jaxprune model for a transformers config, with ``head`` (see
-    :func:`load_pretrained`)."""
-    from jaxprune.models import deberta
-    from jaxprune.models.encoder import EncoderConfig
-    from jaxprune.models.heads import EncoderForTask
+    :func:`load_pretrained`).
 
-    decoder = DECODERS.get(hf_config.model_type)
+    Raises:
+      ValueError: a model type neither in :data:`ENCODERS` nor in :data:`DECODERS`, a head
+        the architecture lacks, or an option jaxprune does not implement.
+    """
+    model_type = hf_config.model_type
+    decoder, encoder = DECODERS.get(model_type), ENCODERS.get(model_type)
+    if decoder is None and encoder is None:
+        raise ValueError(
+            f"unsupported model_type {model_type!r}: jaxprune covers the encoders "
+            f"{', '.join(ENCODERS)} and the decoders {', '.join(DECODERS)}"
+        )
     if head is None:
         head = "causal-lm" if decoder else "sequence-classification"
     check_head(head)
@@ -436,20 +472,13 @@ def build(
             f"this {hf_config.model_type} config has tie_word_embeddings=False, but jaxprune's "
             f"LM heads reuse the word embeddings; an untied output matrix is not supported"
         )
-    model: gpt2.GPT2LMHeadModel | llama.LlamaForCausalLM | EncoderForTask | deberta.DebertaV2ForTask
+    model: gpt2.GPT2LMHeadModel | llama.LlamaForCausalLM | EncoderModel
     if decoder is not None:
         model = decoder.model(decoder.config(hf_config), rngs=rngs, dtype=dtype)
-    elif hf_config.model_type == "deberta-v2":
-        model = deberta.DebertaV2ForTask(
-            deberta.DebertaV2Config.from_hf(hf_config),
-            task=head,
-            num_labels=num_labels,
-            rngs=rngs,
-            dtype=dtype,
-        )
     else:
-        cfg = EncoderConfig.from_hf(hf_config)
-        model = EncoderForTask(cfg, task=head, num_labels=num_labels, rngs=rngs, dtype=dtype)
+        assert encoder is not None
+        cfg = encoder.config(hf_config)
+        model = encoder.model(cfg, task=head, num_labels=num_labels, rngs=rngs, dtype=dtype)
     model.hf_config_json = hf_config.to_json_string(use_diff=False)
     return model
 
@@ -521,9 +550,6 @@ def hf_config(model: nnx.Module) -> Any:
     """The transformers config describing ``model`` (architecture class and labels set)."""
     from transformers import AutoConfig
 
-    from jaxprune.models.deberta import DebertaV2ForTask
-    from jaxprune.models.heads import ARCH_NAMES, HF_CLASSES, EncoderForTask
-
     source = getattr(model, "hf_config_json", None)
     if source is None:
         raise ValueError(
@@ -537,16 +563,21 @@ def hf_config(model: nnx.Module) -> Any:
     if decoder is not None and isinstance(model, decoder.model):
         config.architectures = [decoder.hf_class]
         return config
-    if not isinstance(model, EncoderForTask | DebertaV2ForTask):
+    if not isinstance(model, EncoderModel):
         raise TypeError(f"no transformers config for a {type(model).__name__}")
-    if model.cfg.layer_heads is not None or model.cfg.layer_intermediate is not None:
+    if isinstance(model, EncoderForTask | deberta.DebertaV2ForTask) and (
+        model.cfg.layer_heads is not None or model.cfg.layer_intermediate is not None
+    ):
         raise ValueError(
             "this compacted model has per-layer head counts or FFN widths, which a transformers "
             "config cannot express: use jaxprune.compact.to_hf (pads FFN widths; needs every "
             "head) or jaxprune.compact.save"
         )
     config.architectures = [HF_CLASSES[model.task].format(Arch=ARCH_NAMES[model.cfg.arch])]
-    if model.task in ("sequence-classification", "token-classification"):
+    labelled: tuple[str, ...] = ("sequence-classification", "token-classification")
+    if isinstance(model, modernbert.ModernBertForTask):  # its QA head is a 2-way classifier
+        labelled += ("question-answering",)
+    if model.task in labelled:
         config.num_labels = model.num_labels
         if model.task == "sequence-classification":
             config.problem_type = (
@@ -558,8 +589,11 @@ def hf_config(model: nnx.Module) -> Any:
 __all__ = [
     "DECODERS",
     "EMBEDDED",
+    "ENCODERS",
     "HEADS",
     "Decoder",
+    "EncoderFamily",
+    "EncoderModel",
     "Pretrained",
     "build",
     "check_head",

@@ -46,6 +46,11 @@ DEBERTA_KERNELS = (
     r"|output/dense)|intermediate/dense|output/dense)/kernel$"
 )
 DEBERTA_KERNELS_AND_BIASES = DEBERTA_KERNELS.replace("/kernel$", "/(kernel|bias)$")
+#: ModernBERT's four matrices per layer (fused Wqkv, attention Wo, the GeGLU's fused Wi
+#: (input and gate), MLP Wo): weights only; embeddings and the task head stay dense.
+MODERNBERT_KERNELS = r"(^|/)model/layers/\d+/(attn/(Wqkv|Wo)|mlp/(Wi|Wo))/kernel$"
+#: The same with their biases where the config has them (``attention_bias``, ``mlp_bias``).
+MODERNBERT_KERNELS_AND_BIASES = MODERNBERT_KERNELS.replace("/kernel$", "/(kernel|bias)$")
 
 
 def _key_name(key: Any) -> str:
@@ -166,6 +171,8 @@ __all__ = [
     "GPT2_KERNELS_AND_BIASES",
     "LLAMA_KERNELS",
     "LLAMA_KERNELS_AND_BIASES",
+    "MODERNBERT_KERNELS",
+    "MODERNBERT_KERNELS_AND_BIASES",
     "Prunable",
     "check_floating",
     "check_same_structure",

@@ -1,5 +1,5 @@
-"""Flax NNX models (BERT family, DeBERTa-v2, GPT-2, Llama / Qwen2 / Mistral) whose parameter
-paths are checkpoint keys."""
+"""Flax NNX models (BERT family, DeBERTa-v2, ModernBERT, GPT-2, Llama / Qwen2 / Mistral)
+whose parameter paths are checkpoint keys."""
 
 from jaxprune.models.deberta import DebertaV2Config, DebertaV2ForTask
 from jaxprune.models.encoder import ARCHITECTURES, Encoder, EncoderConfig, EncoderOutput
@@ -7,6 +7,7 @@ from jaxprune.models.gpt2 import GPT2Config, GPT2LMHeadModel, generate_greedy
 from jaxprune.models.heads import TASKS, EncoderForTask, Output
 from jaxprune.models.layers import logical_axes
 from jaxprune.models.llama import LlamaConfig, LlamaForCausalLM
+from jaxprune.models.modernbert import ModernBertConfig, ModernBertForTask
 
 __all__ = [
     "ARCHITECTURES",
@@ -21,6 +22,8 @@ __all__ = [
     "GPT2LMHeadModel",
     "LlamaConfig",
     "LlamaForCausalLM",
+    "ModernBertConfig",
+    "ModernBertForTask",
     "Output",
     "generate_greedy",
     "logical_axes",

@@ -42,6 +42,7 @@ ARCH_NAMES = {
     "electra": "Electra",
     "distilbert": "DistilBert",
     "deberta-v2": "DebertaV2",
+    "modernbert": "ModernBert",
 }
 
 

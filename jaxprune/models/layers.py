@@ -1,4 +1,4 @@
-"""Building blocks shared by the encoders and GPT-2: annotated dense layers and attention.
+"""Building blocks shared by the models: annotated dense layers, attention and RoPE.
 
 Every parameter carries logical axis names (``embed``, ``heads``, ``mlp``, ``vocab``,
 ``positions``, ``classes``) as Flax partitioning metadata, read back with
@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 Dtype = Any
@@ -69,11 +70,14 @@ def dense(
     rngs: nnx.Rngs,
     dtype: Dtype = jnp.float32,
     std: float = 0.02,
+    bias: bool = True,
 ) -> Dense:
-    """A Linear layer, kernel (n_in, n_out) ~ N(0, std^2) as in BERT, zero bias."""
+    """A Linear layer, kernel (n_in, n_out) ~ N(0, std^2) as in BERT, zero bias (none when
+    ``bias`` is False)."""
     return Dense(
         n_in,
         n_out,
+        use_bias=bias,
         dtype=dtype,
         param_dtype=jnp.float32,
         kernel_init=_init(nnx.initializers.normal(std), axes),
@@ -82,12 +86,16 @@ def dense(
     )
 
 
-def layer_norm(n: int, eps: float, *, rngs: nnx.Rngs, dtype: Dtype = jnp.float32) -> nnx.LayerNorm:
+def layer_norm(
+    n: int, eps: float, *, rngs: nnx.Rngs, dtype: Dtype = jnp.float32, bias: bool = True
+) -> nnx.LayerNorm:
+    """LayerNorm over the last axis, scale 1 and bias 0 (no bias when ``bias`` is False)."""
     return nnx.LayerNorm(
         n,
         epsilon=eps,
         dtype=dtype,
         param_dtype=jnp.float32,
+        use_bias=bias,
         scale_init=_init(nnx.initializers.ones_init(), ("embed",)),
         bias_init=_init(nnx.initializers.zeros_init(), ("embed",)),
         rngs=rngs,
@@ -176,6 +184,23 @@ def attention(
     return out, scores if return_scores else None
 
 
+def rope_frequencies(theta: float, head_dim: int) -> np.ndarray:
+    """(head_dim // 2,) float32 RoPE inverse frequencies ``theta ** (-2i / head_dim)``,
+    computed in float32 like transformers, so angles agree to the last bit or two."""
+    exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
+    return np.float32(1.0) / np.float32(theta) ** exponents
+
+
+def rotate(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+    """RoPE as transformers' ``rotate_half``: ``x`` (batch, length, heads, head_dim) at
+    ``positions`` (batch or 1, length) int; same shape out."""
+    angles = positions[..., None].astype(jnp.float32) * inv_freq  # (batch, length, d/2)
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    half = x.shape[-1] // 2
+    return x * cos + jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1) * sin
+
+
 def segment_mask(segment_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
     """(batch, length, length) bool: a query attends to a key of its own segment.
 
@@ -215,5 +240,7 @@ __all__ = [
     "gelu",
     "layer_norm",
     "logical_axes",
+    "rope_frequencies",
+    "rotate",
     "segment_mask",
 ]

@@ -163,10 +163,7 @@ def _rope_of(hf: Any) -> dict[str, Any]:
 def rope_frequencies(cfg: LlamaConfig) -> np.ndarray:
     """(head_dim // 2,) float32 inverse frequencies, Llama-3-scaled where configured; in
     float32 like transformers, so angles agree to the last bit or two."""
-    d = cfg.head_dim
-    inv = np.float32(1.0) / np.float32(cfg.rope_theta) ** (
-        np.arange(0, d, 2, dtype=np.float32) / np.float32(d)
-    )
+    inv = layers.rope_frequencies(cfg.rope_theta, cfg.head_dim)
     s = cfg.rope_llama3
     if s is None:
         return inv
@@ -179,16 +176,6 @@ def rope_frequencies(cfg: LlamaConfig) -> np.ndarray:
     return np.where(medium, smoothed, scaled).astype(np.float32)
 
 
-def rotate(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
-    """RoPE as transformers' ``rotate_half``: ``x`` (batch, length, heads, head_dim) at
-    ``positions`` (batch or 1, length) int; same shape out."""
-    angles = positions[..., None].astype(jnp.float32) * inv_freq  # (batch, length, d/2)
-    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
-    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
-    half = x.shape[-1] // 2
-    return x * cos + jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1) * sin
-
-
 def causal_mask(queries: jax.Array, keys: jax.Array, window: int | None) -> jax.Array:
     """(batch, q, k) bool: a query may see a key at or before it, within ``window`` tokens
     (itself included) when set. ``queries`` (batch or 1, q) and ``keys`` (1, k) are indices
@@ -198,31 +185,6 @@ def causal_mask(queries: jax.Array, keys: jax.Array, window: int | None) -> jax.
     if window is not None:
         allowed = allowed & (k > q - window)
     return allowed
-
-
-def _dense(
-    n_in: int,
-    n_out: int,
-    axes: tuple[str, str],
-    *,
-    bias: bool,
-    rngs: nnx.Rngs,
-    dtype: Any,
-) -> layers.Dense:
-    """:func:`layers.dense`, without the bias when ``bias`` is False (most Llama
-    projections have none)."""
-    if bias:
-        return layers.dense(n_in, n_out, axes, rngs=rngs, dtype=dtype)
-    init = nnx.with_partitioning(nnx.initializers.normal(0.02), axes, eager_sharding=False)
-    return layers.Dense(
-        n_in,
-        n_out,
-        use_bias=False,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=init,
-        rngs=rngs,
-    )
 
 
 def _rms_norm(cfg: LlamaConfig, *, rngs: nnx.Rngs, dtype: Any) -> nnx.RMSNorm:
@@ -245,10 +207,10 @@ class Attention(nnx.Module):
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = d
         kw: dict[str, Any] = dict(bias=cfg.qkv_bias, rngs=rngs, dtype=dtype)
-        self.q_proj = _dense(h, self.heads * d, ("embed", "heads"), **kw)
-        self.k_proj = _dense(h, self.kv_heads * d, ("embed", "heads"), **kw)
-        self.v_proj = _dense(h, self.kv_heads * d, ("embed", "heads"), **kw)
-        self.o_proj = _dense(
+        self.q_proj = layers.dense(h, self.heads * d, ("embed", "heads"), **kw)
+        self.k_proj = layers.dense(h, self.kv_heads * d, ("embed", "heads"), **kw)
+        self.v_proj = layers.dense(h, self.kv_heads * d, ("embed", "heads"), **kw)
+        self.o_proj = layers.dense(
             self.heads * d, h, ("heads", "embed"), bias=cfg.o_bias, rngs=rngs, dtype=dtype
         )
         self.attn_dropout = nnx.Dropout(cfg.attention_dropout)
@@ -275,8 +237,10 @@ class Attention(nnx.Module):
           (output (batch, length, hidden), the keys and values attended over).
         """
         b, t, _ = x.shape
-        q = rotate(self.q_proj(x).reshape(b, t, self.heads, self.head_dim), positions, inv_freq)
-        k = rotate(self.k_proj(x).reshape(b, t, self.kv_heads, -1), positions, inv_freq)
+        q = layers.rotate(
+            self.q_proj(x).reshape(b, t, self.heads, self.head_dim), positions, inv_freq
+        )
+        k = layers.rotate(self.k_proj(x).reshape(b, t, self.kv_heads, -1), positions, inv_freq)
         v = self.v_proj(x).reshape(b, t, self.kv_heads, -1)
         if cache is not None:
             rows = jnp.arange(b)[:, None]
@@ -301,9 +265,9 @@ class MLP(nnx.Module):
         h, n = cfg.hidden_size, cfg.intermediate_size
         kw: dict[str, Any] = dict(bias=cfg.mlp_bias, rngs=rngs, dtype=dtype)
         self.act = layers.activation(cfg.hidden_act)
-        self.gate_proj = _dense(h, n, ("embed", "mlp"), **kw)
-        self.up_proj = _dense(h, n, ("embed", "mlp"), **kw)
-        self.down_proj = _dense(n, h, ("mlp", "embed"), **kw)
+        self.gate_proj = layers.dense(h, n, ("embed", "mlp"), **kw)
+        self.up_proj = layers.dense(h, n, ("embed", "mlp"), **kw)
+        self.down_proj = layers.dense(n, h, ("mlp", "embed"), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
@@ -404,7 +368,7 @@ class LlamaForCausalLM(nnx.Module):
         self.lm_head = (
             None
             if cfg.tie_word_embeddings
-            else _dense(
+            else layers.dense(
                 cfg.hidden_size,
                 cfg.vocab_size,
                 ("embed", "vocab"),
@@ -590,5 +554,4 @@ __all__ = [
     "generate_greedy",
     "greedy_decode",
     "rope_frequencies",
-    "rotate",
 ]
