@@ -558,6 +558,13 @@ def hf_config(model: nnx.Module) -> Any:
         )
     data = json.loads(source)
     model_type = data.pop("model_type")
+    per_layer = ("layer_heads", "layer_kv_heads", "layer_intermediate")
+    if any(getattr(getattr(model, "cfg", None), f, None) is not None for f in per_layer):
+        raise ValueError(
+            "this compacted model has per-layer head counts or FFN widths, which a transformers "
+            "config cannot express: use jaxprune.compact.to_hf (pads FFN widths, and a Llama's "
+            "heads; an encoder needs every head) or jaxprune.compact.save"
+        )
     config = AutoConfig.for_model(model_type, **data)
     decoder = DECODERS.get(model_type)
     if decoder is not None and isinstance(model, decoder.model):
@@ -565,14 +572,6 @@ def hf_config(model: nnx.Module) -> Any:
         return config
     if not isinstance(model, EncoderModel):
         raise TypeError(f"no transformers config for a {type(model).__name__}")
-    if isinstance(model, EncoderForTask | deberta.DebertaV2ForTask) and (
-        model.cfg.layer_heads is not None or model.cfg.layer_intermediate is not None
-    ):
-        raise ValueError(
-            "this compacted model has per-layer head counts or FFN widths, which a transformers "
-            "config cannot express: use jaxprune.compact.to_hf (pads FFN widths; needs every "
-            "head) or jaxprune.compact.save"
-        )
     config.architectures = [HF_CLASSES[model.task].format(Arch=ARCH_NAMES[model.cfg.arch])]
     labelled: tuple[str, ...] = ("sequence-classification", "token-classification")
     if isinstance(model, modernbert.ModernBertForTask):  # its QA head is a 2-way classifier

@@ -69,8 +69,6 @@ class DebertaV2Config(EncoderConfig):
             )
         if self.conv_kernel_size > 0 and self.conv_kernel_size % 2 == 0:
             problems.append(f"conv_kernel_size={self.conv_kernel_size} (must be odd)")
-        if self.layer_heads is not None or self.layer_intermediate is not None:
-            problems.append("per-layer head counts or FFN widths (compaction)")
         if problems:
             raise ValueError("unsupported DeBERTa-v2 config: " + "; ".join(problems))
 
@@ -163,26 +161,27 @@ class DisentangledSelfAttention(nnx.Module):
     """Content scores plus the relative c2p / p2c terms, all scaled by
     ``1 / sqrt(head_dim * (1 + len(pos_att_type)))``."""
 
-    def __init__(self, cfg: DebertaV2Config, *, rngs: nnx.Rngs, dtype: Any):
+    def __init__(self, cfg: DebertaV2Config, *, rngs: nnx.Rngs, dtype: Any, layer: int = 0):
         h = cfg.hidden_size
-        self.heads = cfg.num_attention_heads
+        self.heads, self.head_dim = cfg.heads_of(layer), cfg.head_dim
+        w = self.heads * self.head_dim  # hidden_size unless compacted
         self.pos_att_type = cfg.pos_att_type
         self.shared = cfg.share_att_key
         self.scale = 1 / math.sqrt(cfg.head_dim * (1 + len(cfg.pos_att_type)))
-        self.query_proj = layers.dense(h, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.key_proj = layers.dense(h, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.value_proj = layers.dense(h, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.query_proj = layers.dense(h, w, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.key_proj = layers.dense(h, w, ("embed", "heads"), rngs=rngs, dtype=dtype)
+        self.value_proj = layers.dense(h, w, ("embed", "heads"), rngs=rngs, dtype=dtype)
         if cfg.relative_attention:
             self.pos_dropout = nnx.Dropout(cfg.hidden_dropout_prob)
             if not cfg.share_att_key and "c2p" in cfg.pos_att_type:
-                self.pos_key_proj = layers.dense(h, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
+                self.pos_key_proj = layers.dense(h, w, ("embed", "heads"), rngs=rngs, dtype=dtype)
             if not cfg.share_att_key and "p2c" in cfg.pos_att_type:
-                self.pos_query_proj = layers.dense(h, h, ("embed", "heads"), rngs=rngs, dtype=dtype)
+                self.pos_query_proj = layers.dense(h, w, ("embed", "heads"), rngs=rngs, dtype=dtype)
         self.dropout = nnx.Dropout(cfg.attention_probs_dropout_prob)
 
     def split(self, x: jax.Array) -> jax.Array:
         """(..., heads * head_dim) -> (..., heads, head_dim)."""
-        return x.reshape(*x.shape[:-1], self.heads, -1)
+        return x.reshape(*x.shape[:-1], self.heads, self.head_dim)
 
     def relative_bias(
         self, q: jax.Array, k: jax.Array, rel: jax.Array, relative_pos: np.ndarray
@@ -222,6 +221,9 @@ class DisentangledSelfAttention(nnx.Module):
         """x (batch, length, hidden) -> (context (batch, length, hidden), scores or None);
         ``mask`` as :func:`layers.attention`'s; ``rel`` the (normalised) relative table, None
         without relative attention."""
+        if not self.heads:  # a compacted layer without heads: an empty context
+            b, t = x.shape[:2]
+            return x[..., :0], jnp.zeros((b, 0, t, t), jnp.float32) if return_scores else None
         q, k, v = (self.split(f(x)) for f in (self.query_proj, self.key_proj, self.value_proj))
         bias = None
         if rel is not None:
@@ -243,20 +245,25 @@ class DisentangledSelfAttention(nnx.Module):
 
 
 class DebertaAttention(nnx.Module):
-    def __init__(self, cfg: DebertaV2Config, *, rngs: nnx.Rngs, dtype: Any):
-        h = cfg.hidden_size
-        self.self = DisentangledSelfAttention(cfg, rngs=rngs, dtype=dtype)
-        self.output = DenseResidual(h, h, ("heads", "embed"), cfg, rngs=rngs, dtype=dtype)
+    def __init__(self, cfg: DebertaV2Config, *, rngs: nnx.Rngs, dtype: Any, layer: int = 0):
+        h, w = cfg.hidden_size, cfg.heads_of(layer) * cfg.head_dim
+        self.self = DisentangledSelfAttention(cfg, rngs=rngs, dtype=dtype, layer=layer)
+        self.output = DenseResidual(w, h, ("heads", "embed"), cfg, rngs=rngs, dtype=dtype)
 
 
 class DebertaLayer(nnx.Module):
     """BERT's post-LayerNorm layer around disentangled attention."""
 
-    def __init__(self, cfg: DebertaV2Config, *, rngs: nnx.Rngs, dtype: Any):
-        self.attention = DebertaAttention(cfg, rngs=rngs, dtype=dtype)
-        self.intermediate = Intermediate(cfg, rngs=rngs, dtype=dtype)
+    def __init__(self, cfg: DebertaV2Config, *, rngs: nnx.Rngs, dtype: Any, layer: int = 0):
+        self.attention = DebertaAttention(cfg, rngs=rngs, dtype=dtype, layer=layer)
+        self.intermediate = Intermediate(cfg, rngs=rngs, dtype=dtype, layer=layer)
         self.output = DenseResidual(
-            cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), cfg, rngs=rngs, dtype=dtype
+            cfg.intermediate_of(layer),
+            cfg.hidden_size,
+            ("mlp", "embed"),
+            cfg,
+            rngs=rngs,
+            dtype=dtype,
         )
 
     def __call__(self, x, mask, rel, relative_pos, *, deterministic, rngs, return_scores):
@@ -345,7 +352,10 @@ class DebertaEncoder(nnx.Module):
     def __init__(self, cfg: DebertaV2Config, *, rngs: nnx.Rngs, dtype: Any):
         h = cfg.hidden_size
         self.layer = nnx.List(
-            [DebertaLayer(cfg, rngs=rngs, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
+            [
+                DebertaLayer(cfg, rngs=rngs, dtype=dtype, layer=i)
+                for i in range(cfg.num_hidden_layers)
+            ]
         )
         if cfg.relative_attention:
             self.rel_embeddings = layers.embed(

@@ -66,8 +66,35 @@ class LlamaConfig:
     tie_word_embeddings: bool = False
     sliding_windows: tuple[int | None, ...] = ()  # per layer; None or (): full causal attention
     attention_dropout: float = 0.0
+    # Compacted models (jaxprune.compact): query heads, key/value heads and MLP width kept in
+    # each layer. None: every layer has num_attention_heads, num_key_value_heads and
+    # intermediate_size. transformers' classes cannot hold per-layer sizes.
+    layer_heads: tuple[int, ...] | None = None
+    layer_kv_heads: tuple[int, ...] | None = None
+    layer_intermediate: tuple[int, ...] | None = None
 
     def __post_init__(self):
+        for name in ("layer_heads", "layer_kv_heads", "layer_intermediate", "sliding_windows"):
+            sizes = getattr(self, name)
+            if sizes is not None:  # JSON gives lists; keep it hashable
+                object.__setattr__(self, name, tuple(sizes))
+        if (self.layer_heads is None) != (self.layer_kv_heads is None):
+            raise ValueError("layer_heads and layer_kv_heads are set together (or neither)")
+        for name in ("layer_heads", "layer_kv_heads", "layer_intermediate"):
+            sizes = getattr(self, name)
+            if sizes is not None and len(sizes) != self.num_hidden_layers:
+                raise ValueError(
+                    f"{name} has {len(sizes)} entries for {self.num_hidden_layers} layers"
+                )
+            if sizes is not None and any(n < 0 for n in sizes):
+                raise ValueError(f"{name}={sizes}: every entry must be >= 0")
+        for layer in range(self.num_hidden_layers if self.layer_heads is not None else 0):
+            heads, kv = self.heads_of(layer), self.kv_heads_of(layer)
+            if (kv == 0 and heads) or (kv and heads % kv):
+                raise ValueError(
+                    f"layer {layer} has {heads} query heads for {kv} key/value heads: "
+                    f"each key/value head serves an equal number (>= 1) of query heads"
+                )
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} is not a multiple of "
@@ -81,6 +108,22 @@ class LlamaConfig:
             )
         if any(w is not None and w < 1 for w in self.sliding_windows):
             raise ValueError(f"sliding_windows={self.sliding_windows}: a window must be >= 1")
+
+    def heads_of(self, layer: int) -> int:
+        """Query heads of layer ``layer`` (0-based)."""
+        return self.num_attention_heads if self.layer_heads is None else self.layer_heads[layer]
+
+    def kv_heads_of(self, layer: int) -> int:
+        """Key/value heads of layer ``layer`` (0-based)."""
+        if self.layer_kv_heads is None:
+            return self.num_key_value_heads
+        return self.layer_kv_heads[layer]
+
+    def intermediate_of(self, layer: int) -> int:
+        """MLP width of layer ``layer`` (0-based)."""
+        if self.layer_intermediate is None:
+            return self.intermediate_size
+        return self.layer_intermediate[layer]
 
     def window_of(self, layer: int) -> int | None:
         """Layer ``layer``'s attention window (keys back from the query, itself included);
@@ -202,9 +245,9 @@ def _rms_norm(cfg: LlamaConfig, *, rngs: nnx.Rngs, dtype: Any) -> nnx.RMSNorm:
 class Attention(nnx.Module):
     """Grouped-query self-attention with RoPE (``self_attn``)."""
 
-    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs, dtype: Any):
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs, dtype: Any, layer: int = 0):
         h, d = cfg.hidden_size, cfg.head_dim
-        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.heads, self.kv_heads = cfg.heads_of(layer), cfg.kv_heads_of(layer)
         self.head_dim = d
         kw: dict[str, Any] = dict(bias=cfg.qkv_bias, rngs=rngs, dtype=dtype)
         self.q_proj = layers.dense(h, self.heads * d, ("embed", "heads"), **kw)
@@ -240,11 +283,15 @@ class Attention(nnx.Module):
         q = layers.rotate(
             self.q_proj(x).reshape(b, t, self.heads, self.head_dim), positions, inv_freq
         )
-        k = layers.rotate(self.k_proj(x).reshape(b, t, self.kv_heads, -1), positions, inv_freq)
-        v = self.v_proj(x).reshape(b, t, self.kv_heads, -1)
+        k = layers.rotate(
+            self.k_proj(x).reshape(b, t, self.kv_heads, self.head_dim), positions, inv_freq
+        )
+        v = self.v_proj(x).reshape(b, t, self.kv_heads, self.head_dim)
         if cache is not None:
             rows = jnp.arange(b)[:, None]
             k, v = cache[0].at[rows, positions].set(k), cache[1].at[rows, positions].set(v)
+        if not self.heads:  # a compacted layer without heads: only o_proj's bias is left
+            return self.o_proj(x[..., :0]), (k, v)
         groups = self.heads // self.kv_heads  # query head i reads key/value head i // groups
         out, _ = layers.attention(
             q,
@@ -261,8 +308,8 @@ class Attention(nnx.Module):
 class MLP(nnx.Module):
     """SwiGLU: ``down_proj(act(gate_proj(x)) * up_proj(x))``."""
 
-    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs, dtype: Any):
-        h, n = cfg.hidden_size, cfg.intermediate_size
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs, dtype: Any, layer: int = 0):
+        h, n = cfg.hidden_size, cfg.intermediate_of(layer)
         kw: dict[str, Any] = dict(bias=cfg.mlp_bias, rngs=rngs, dtype=dtype)
         self.act = layers.activation(cfg.hidden_act)
         self.gate_proj = layers.dense(h, n, ("embed", "mlp"), **kw)
@@ -276,11 +323,11 @@ class MLP(nnx.Module):
 class DecoderLayer(nnx.Module):
     """Pre-norm block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
 
-    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs, dtype: Any):
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs, dtype: Any, layer: int = 0):
         self.input_layernorm = _rms_norm(cfg, rngs=rngs, dtype=dtype)
-        self.self_attn = Attention(cfg, rngs=rngs, dtype=dtype)
+        self.self_attn = Attention(cfg, rngs=rngs, dtype=dtype, layer=layer)
         self.post_attention_layernorm = _rms_norm(cfg, rngs=rngs, dtype=dtype)
-        self.mlp = MLP(cfg, rngs=rngs, dtype=dtype)
+        self.mlp = MLP(cfg, rngs=rngs, dtype=dtype, layer=layer)
 
     def __call__(
         self,
@@ -316,7 +363,10 @@ class LlamaModel(nnx.Module):
             cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), rngs=rngs, dtype=dtype
         )
         self.layers = nnx.List(
-            [DecoderLayer(cfg, rngs=rngs, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
+            [
+                DecoderLayer(cfg, rngs=rngs, dtype=dtype, layer=i)
+                for i in range(cfg.num_hidden_layers)
+            ]
         )
         self.norm = _rms_norm(cfg, rngs=rngs, dtype=dtype)
 

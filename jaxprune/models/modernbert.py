@@ -73,6 +73,10 @@ class ModernBertConfig:
     mlp_dropout: float = 0.0
     classifier_dropout: float = 0.0
     decoder_bias: bool = True  # the masked-LM output bias
+    # Compacted models (jaxprune.compact): heads (of head_dim) and MLP width kept in each
+    # layer. None: num_attention_heads and intermediate_size in every layer.
+    layer_heads: tuple[int, ...] | None = None
+    layer_intermediate: tuple[int, ...] | None = None
 
     def __post_init__(self):
         types = tuple(self.layer_types) or tuple(
@@ -80,6 +84,22 @@ class ModernBertConfig:
         )
         object.__setattr__(self, "layer_types", types)  # JSON gives lists; keep it hashable
         problems = []
+        for name, top in (
+            ("layer_heads", self.num_attention_heads),
+            ("layer_intermediate", None),
+        ):
+            sizes = getattr(self, name)
+            if sizes is None:
+                continue
+            sizes = tuple(int(n) for n in sizes)
+            object.__setattr__(self, name, sizes)
+            if len(sizes) != self.num_hidden_layers or any(
+                n < 0 or (top is not None and n > top) for n in sizes
+            ):
+                problems.append(
+                    f"{name}={list(sizes)} (one size in [0, {top or 'inf'}] for each of the "
+                    f"{self.num_hidden_layers} layers)"
+                )
         if self.arch != "modernbert":
             problems.append(f"arch={self.arch!r} (must be 'modernbert')")
         if len(types) != self.num_hidden_layers or not set(types) <= {GLOBAL, LOCAL}:
@@ -100,6 +120,16 @@ class ModernBertConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    def heads_of(self, layer: int) -> int:
+        """Attention heads of layer ``layer`` (0-based)."""
+        return self.num_attention_heads if self.layer_heads is None else self.layer_heads[layer]
+
+    def intermediate_of(self, layer: int) -> int:
+        """MLP width of layer ``layer`` (0-based)."""
+        if self.layer_intermediate is None:
+            return self.intermediate_size
+        return self.layer_intermediate[layer]
 
     @property
     def window(self) -> int:
@@ -176,12 +206,13 @@ class ModernBertAttention(nnx.Module):
     """Self-attention with RoPE; ``Wqkv`` makes queries, keys and values in one matmul
     (its output columns are (3, heads, head_dim))."""
 
-    def __init__(self, cfg: ModernBertConfig, *, rngs: nnx.Rngs, dtype: Any):
+    def __init__(self, cfg: ModernBertConfig, *, rngs: nnx.Rngs, dtype: Any, layer: int = 0):
         h = cfg.hidden_size
-        self.heads = cfg.num_attention_heads
+        self.heads, self.head_dim = cfg.heads_of(layer), cfg.head_dim
+        width = self.heads * self.head_dim
         kw: dict[str, Any] = dict(bias=cfg.attention_bias, rngs=rngs, dtype=dtype)
-        self.Wqkv = layers.dense(h, 3 * h, ("embed", "heads"), **kw)
-        self.Wo = layers.dense(h, h, ("heads", "embed"), **kw)
+        self.Wqkv = layers.dense(h, 3 * width, ("embed", "heads"), **kw)
+        self.Wo = layers.dense(width, h, ("heads", "embed"), **kw)
         self.dropout = nnx.Dropout(cfg.attention_dropout)  # on the probabilities
         self.out_drop = nnx.Dropout(cfg.attention_dropout)
 
@@ -199,7 +230,11 @@ class ModernBertAttention(nnx.Module):
         """x (batch, length, hidden) at ``positions`` (batch or 1, length); ``mask`` as
         :func:`layers.attention`'s. Returns (output (batch, length, hidden), scores or None)."""
         b, t, _ = x.shape
-        qkv = self.Wqkv(x).reshape(b, t, 3, self.heads, -1)
+        if not self.heads:  # a compacted layer without heads: only Wo's bias is left
+            scores = jnp.zeros((b, 0, t, t), jnp.float32) if return_scores else None
+            out = self.Wo(x[..., :0])
+            return self.out_drop(out, deterministic=deterministic, rngs=rngs), scores
+        qkv = self.Wqkv(x).reshape(b, t, 3, self.heads, self.head_dim)
         q, k = (layers.rotate(qkv[:, :, i], positions, inv_freq) for i in (0, 1))
         out, scores = layers.attention(
             q,
@@ -218,8 +253,8 @@ class ModernBertAttention(nnx.Module):
 class ModernBertMLP(nnx.Module):
     """GeGLU: ``Wo(act(input) * gate)``, ``input`` and ``gate`` the two halves of ``Wi(x)``."""
 
-    def __init__(self, cfg: ModernBertConfig, *, rngs: nnx.Rngs, dtype: Any):
-        h, n = cfg.hidden_size, cfg.intermediate_size
+    def __init__(self, cfg: ModernBertConfig, *, rngs: nnx.Rngs, dtype: Any, layer: int = 0):
+        h, n = cfg.hidden_size, cfg.intermediate_of(layer)
         kw: dict[str, Any] = dict(bias=cfg.mlp_bias, rngs=rngs, dtype=dtype)
         self.act = layers.activation(cfg.hidden_activation)
         self.Wi = layers.dense(h, 2 * n, ("embed", "mlp"), **kw)
@@ -242,9 +277,9 @@ class ModernBertEncoderLayer(nnx.Module):
         self.attn_norm = (
             layers.layer_norm(h, eps, rngs=rngs, dtype=dtype, bias=bias) if layer else None
         )
-        self.attn = ModernBertAttention(cfg, rngs=rngs, dtype=dtype)
+        self.attn = ModernBertAttention(cfg, rngs=rngs, dtype=dtype, layer=layer)
         self.mlp_norm = layers.layer_norm(h, eps, rngs=rngs, dtype=dtype, bias=bias)
-        self.mlp = ModernBertMLP(cfg, rngs=rngs, dtype=dtype)
+        self.mlp = ModernBertMLP(cfg, rngs=rngs, dtype=dtype, layer=layer)
 
     def __call__(
         self,
