@@ -32,13 +32,24 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     "name, body",  # published parameter counts of the base models (no task head)
     [("bert-base-uncased", 109_482_240), ("bert-large-uncased", 335_141_888),
-     ("gpt2", 124_439_808), ("gpt2-medium", 354_823_168)],
+     ("gpt2", 124_439_808), ("gpt2-medium", 354_823_168),
+     # keras-hub's deberta_v3_base_en (its 128k-token embedding is 98.4M of it) and
+     # modernbert_base_en backbones; Llama-3.2-1B with its tied output matrix
+     # (sources in jaxprune/architectures.py)
+     ("microsoft/deberta-v3-base", 183_831_552), ("answerdotai/ModernBERT-base", 149_014_272),
+     ("meta-llama/Llama-3.2-1B", 1_235_814_400)],
 )  # fmt: skip
 def test_published_architectures_have_the_published_sizes(name, body):
-    head = "causal-lm" if name.startswith("gpt2") else "sequence-classification"
-    model = nnx.eval_shape(lambda: hf.build(architectures.config(name), head=head))
+    config = architectures.config(name)
+    if config.model_type in hf.DECODERS:
+        head = "causal-lm"
+    elif config.model_type in ("deberta-v2", "modernbert"):  # published without a pooler
+        head = "base"
+    else:
+        head = "sequence-classification"
+    model = nnx.eval_shape(lambda: hf.build(config, head=head))
     total = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    classifier = 0 if head == "causal-lm" else model.cfg.hidden_size * 2 + 2
+    classifier = model.cfg.hidden_size * 2 + 2 if head == "sequence-classification" else 0
     assert total - classifier == body
 
 

@@ -301,6 +301,15 @@ def grouped(dataset: datasets.Dataset, task: str) -> tuple[list[str], list[list[
     return list(refs), list(refs.values())
 
 
+def _leading_tokens(tokenizer: Any) -> list[int]:
+    """The ids the tokenizer puts before every text when adding its special tokens, when
+    that is only its bos token (Llama, Mistral); [] otherwise (GPT-2 and Qwen2 add none; a
+    BERT-style tokenizer's [CLS] ... [SEP] is no causal LM's)."""
+    around = tokenizer("", add_special_tokens=True)["input_ids"]
+    bos = tokenizer.bos_token_id
+    return list(around) if bos is not None and list(around) == [bos] else []
+
+
 def encode_d2t(
     dataset: datasets.Dataset,
     tokenizer: Any,
@@ -310,10 +319,13 @@ def encode_d2t(
     train: bool = True,
     sep: str | None = None,
 ) -> datasets.Dataset:
-    """GPT-2 features: ``<input> <sep> <target><eos>`` for training, ``<input> <sep>`` for eval.
+    """Causal-LM features: ``<input> <sep> <target><eos>`` for training, ``<input> <sep>`` for
+    eval, after the tokenizer's own leading tokens (Llama's ``<|begin_of_text|>``; GPT-2 and
+    Qwen2 have none).
 
     ``sep`` defaults to the tokenizer's bos token (GPT-2: ``<|endoftext|>``, as in the LoRA and
-    prefix-tuning recipes). Training rows (one per reference) have ``input_ids``,
+    prefix-tuning recipes), else its sep token, else its eos token (Qwen2 has no bos).
+    Training rows (one per reference) have ``input_ids``,
     ``attention_mask`` and ``labels`` = ``input_ids`` with -100 on the prompt (so the loss,
     shifted inside the model as in Hugging Face, covers the target and eos only); sequences
     longer than ``max_length`` are cut and counted in the log. Eval rows (one per input
@@ -321,16 +333,18 @@ def encode_d2t(
     a prompt longer than ``max_length`` keeps its last ``max_length`` tokens (counted).
     """
     sep = sep if sep is not None else tokenizer.bos_token or tokenizer.sep_token
+    sep = sep if sep is not None else tokenizer.eos_token
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
     if sep is None or eos is None:
-        raise ValueError("the tokenizer has no bos/sep or eos/sep token; pass sep=")
+        raise ValueError("the tokenizer has no bos/sep/eos or eos/sep token; pass sep=")
+    lead = _leading_tokens(tokenizer)
 
     def ids(texts: list[str]) -> list[list[int]]:
         return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
     if not train:
         sources, refs = grouped(dataset, task)
-        prompts = ids([f"{s} {sep}" for s in sources])
+        prompts = [lead + p for p in ids([f"{s} {sep}" for s in sources])]
         long = sum(len(p) > max_length for p in prompts)
         if long:
             _io.log.warning(
@@ -345,7 +359,7 @@ def encode_d2t(
             }
         )
     sources, targets = pairs(dataset, task)
-    prompts = ids([f"{s} {sep}" for s in sources])
+    prompts = [lead + p for p in ids([f"{s} {sep}" for s in sources])]
     answers = ids([f" {t}" for t in targets])
     input_ids, labels, cut = [], [], 0
     for p, a in zip(prompts, answers, strict=True):

@@ -8,7 +8,10 @@ checks the job (:func:`validate`), loads the model and the task's data, builds t
 trains it with the engine (checkpoints, logs, resumption), evaluates on the dev set with the
 task's official metric, and exports the pruned model as a Hugging Face folder
 (``run_dir/export``). Task families: GLUE (:mod:`.glue`), SQuAD (:mod:`.squad`), CoNLL-2003
-NER (:mod:`.ner`) and data-to-text with GPT-2 (:mod:`.d2t`).
+NER (:mod:`.ner`) and data-to-text with a causal LM (:mod:`.d2t`). Every family jaxprune
+builds (:data:`jaxprune.recipes.common.FAMILIES`: BERT-like encoders, DeBERTa-v2/v3 and
+ModernBERT for the encoder tasks; GPT-2 and Llama / Qwen2 / Mistral for data-to-text) runs
+with its own prunable matrices by default.
 """
 
 from __future__ import annotations
@@ -57,8 +60,9 @@ def family(task: str) -> str:
     )
 
 
-def _check_method(job: Job) -> methods.Method:
-    """The job's method; a ValueError names ``method`` or the ``method_options`` entry."""
+def _check_method(job: Job, family: common.Family | None = None) -> methods.Method:
+    """The job's method (for the model's ``family`` when known); a ValueError names
+    ``method`` or the ``method_options`` entry, or says why the family cannot run it."""
     name = "magnitude" if job.method == "dense" else job.method
     if name not in methods.names():
         raise ValueError(
@@ -79,17 +83,40 @@ def _check_method(job: Job) -> methods.Method:
                 f"method_options.{key}: {job.method} expects {type_name(hints[key])}, got {value!r}"
             )
     try:
-        return common.method_for(job)
+        method = common.method_for(job)
     except ValueError as err:
         raise ValueError(f"method_options: {err}") from err
+    if family is None:
+        return method
+    return common.method_for(job, family=family)  # refuses what the family cannot run
 
 
-def _check_folder(field: str, name: str, task: str) -> None:
-    """A local checkpoint folder for ``task`` (or a plausible Hub id, fetched later)."""
+def _fits(field: str, name: str, model_type: str | None, task: str, what: str) -> None:
+    """ValueError unless ``model_type`` is a family jaxprune builds and its kind (encoder,
+    causal LM) is the one ``task`` needs."""
+    if common.family_of_type(model_type) is None:
+        raise ValueError(
+            f"{field}={name!r} is a {model_type} {what}, which jaxprune does not build "
+            f"(encoders: {', '.join(hf.ENCODERS)}; decoders: {', '.join(hf.DECODERS)})"
+        )
+    d2t = family(task) == "d2t"
+    if (model_type in hf.DECODERS) != d2t:
+        others = ", ".join(t for t in hf.DECODERS if t != "gpt2")
+        needs = (
+            f"GPT-2 or another causal LM ({others})"
+            if d2t
+            else "an encoder (BERT, RoBERTa, ELECTRA, DeBERTa, ModernBERT, ...)"
+        )
+        raise ValueError(f"{field}={name!r} is a {model_type} {what}; task {task} needs {needs}")
+
+
+def _check_folder(field: str, name: str, task: str) -> str | None:
+    """A local checkpoint folder for ``task`` (or a plausible Hub id, fetched later); its
+    ``model_type`` (None for a Hub id)."""
     path = hf.resolve(name) if name.lower() in hf.EMBEDDED else pathlib.Path(name).expanduser()
     if not path.exists():
         if _HUB_ID.fullmatch(name):
-            return
+            return None
         raise FileNotFoundError(f"{field}={name!r}: no such folder (nor a Hugging Face Hub id)")
     if not path.is_dir():
         raise NotADirectoryError(f"{field}={name!r} is a file; it must be a checkpoint folder")
@@ -102,19 +129,15 @@ def _check_folder(field: str, name: str, task: str) -> None:
         model_type = json.loads(config.read_text()).get("model_type")
     except json.JSONDecodeError as err:
         raise ValueError(f"{field}={name!r}: {config} is not valid JSON ({err})") from err
-    if (model_type == "gpt2") != (family(task) == "d2t"):
-        needs = "GPT-2" if family(task) == "d2t" else "an encoder (BERT, RoBERTa, ELECTRA, ...)"
-        raise ValueError(
-            f"{field}={name!r} is a {model_type} checkpoint; task {task} needs {needs}"
-        )
+    _fits(field, name, model_type, task, "checkpoint")
+    return model_type
 
 
-def _check_architecture(field: str, name: str, task: str) -> None:
+def _check_architecture(field: str, name: str, task: str) -> str | None:
     """``random_init``: a folder, an embedded model, or a published architecture that fits
-    ``task``."""
+    ``task``; its ``model_type``."""
     if name.lower() in hf.EMBEDDED or pathlib.Path(name).expanduser().exists():
-        _check_folder(field, name, task)
-        return
+        return _check_folder(field, name, task)
     base = architectures.base_architecture(name)
     if base is None:
         raise ValueError(
@@ -123,9 +146,8 @@ def _check_architecture(field: str, name: str, task: str) -> None:
             f"; fine-tuned: {', '.join(architectures.FINE_TUNED)})"
         )
     model_type = architectures.PUBLIC[base][0]
-    if (model_type == "gpt2") != (family(task) == "d2t"):
-        raise ValueError(f"{field}={name!r} is a {model_type} architecture; task {task} needs "
-                         f"{'GPT-2' if family(task) == 'd2t' else 'an encoder'}")  # fmt: skip
+    _fits(field, name, model_type, task, "architecture")
+    return model_type
 
 
 def _check_tokenizer(name: str) -> None:
@@ -138,12 +160,15 @@ def _check_tokenizer(name: str) -> None:
 def validate(job: Job, *, train: bool = True) -> None:
     """Refuses a job that cannot run as asked, before anything is loaded.
 
-    Checks the task, the model (and teacher) folder and whether it fits the task, packing,
+    Checks the task, the model (and teacher) folder and whether it fits the task (a causal
+    LM for data-to-text, an encoder otherwise; a teacher of the student's family), packing,
     SQuAD's window stride and, with ``train``: the method and its options (names and types
     against the preset), the teacher the method needs or would ignore, the method's optimizer
     when ``steps`` fixes the run's length (a PINS or PLATON schedule pruning before the
     criterion's window is refused: :class:`jaxprune.optim.NoEvidenceError`), that the global
-    batch splits over the mesh's data axis, that ``train_subset`` fills a batch, and last
+    batch splits over the mesh's data axis, that ``train_subset`` fills a batch,
+    that the model's family can run the method (:data:`jaxprune.recipes.common.FAMILIES`:
+    e.g. a decoder refuses sparsebert and sdp), and last
     which of a classifying teacher's outputs is which label (``teacher_labels`` or the
     teacher's ``id2label``, reading only its config.json:
     :func:`jaxprune.recipes.labels.teacher_order`).
@@ -163,15 +188,14 @@ def validate(job: Job, *, train: bool = True) -> None:
             f"doc_stride={job.doc_stride} must be below max_length={job.max_length}: "
             f"SQuAD windows overlap by doc_stride tokens"
         )
-    if job.random_init:
-        _check_architecture("model", job.model, job.task)
-    else:
-        _check_folder("model", job.model, job.task)
+    check = _check_architecture if job.random_init else _check_folder
+    model_type = check("model", job.model, job.task)
     if job.tokenizer is not None:
         _check_tokenizer(job.tokenizer)
     if not train:
         return
-    method = _check_method(job)
+    model_family = common.family_of_type(model_type)
+    method = _check_method(job, model_family)
     if method.teacher == "dense" and job.teacher is None:
         raise ValueError(
             f"teacher: {job.method} distils from a fine-tuned dense teacher; set teacher= to "
@@ -185,8 +209,14 @@ def validate(job: Job, *, train: bool = True) -> None:
             f"is set; unset it (--set teacher_labels=None)"
         )
     if job.teacher is not None:
-        check = _check_architecture if job.random_init else _check_folder
-        check("teacher", job.teacher, job.task)
+        teacher_type = check("teacher", job.teacher, job.task)
+        teacher_family = common.family_of_type(teacher_type)
+        if None not in (model_family, teacher_family) and teacher_family != model_family:
+            raise ValueError(
+                f"teacher={job.teacher!r} is a {teacher_type} model and the student a "
+                f"{model_type} one: a teacher reads the student's token ids (and sparsebert "
+                f"its layers' shapes), so it must be of the student's family"
+            )
     refresh = (getattr(method, "objective", None), getattr(method, "teacher_mode", None))
     if refresh == ("self_regularization", "best") and job.eval_every is None:
         raise ValueError(

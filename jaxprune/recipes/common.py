@@ -22,7 +22,14 @@ from flax import nnx
 
 from jaxprune import data, hf, methods, paths, train
 from jaxprune.masks import sparsity_report
-from jaxprune.models import GPT2LMHeadModel, logical_axes
+from jaxprune.models import (
+    DebertaV2ForTask,
+    EncoderForTask,
+    GPT2LMHeadModel,
+    LlamaForCausalLM,
+    ModernBertForTask,
+    logical_axes,
+)
 from jaxprune.recipes import labels
 from jaxprune.recipes.job import RESUMABLE_CHANGES, Job
 from jaxprune.train.loop import clear_run
@@ -62,22 +69,154 @@ class Prepared:
         return self.evaluate(forward)(self.params if params is None else params)
 
 
-def method_for(job: Job, model: Any = None) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What the recipes need to know of a model family (:data:`FAMILIES`).
+
+    Attributes:
+      name: for messages.
+      decoder: a causal LM (data-to-text), else an encoder (GLUE, SQuAD, NER).
+      kernels: the default prunable preset: the family's matrices, weights only.
+      kernels_and_biases: the same with their biases, for methods that rank biases too
+        (PINS, PLATON).
+      positions: the model's config -> how many positions a row may use.
+      head_params: the task head that frozen-weight methods (SMP) still train, where the
+        methods' default (``classifier``, ``pre_classifier``, ``qa_outputs``) misses part
+        of a head the checkpoint does not hold; None: the default.
+      refuses: ``(objective, why)``: method objectives that cannot work on the family.
+    """
+
+    name: str
+    decoder: bool
+    kernels: str
+    kernels_and_biases: str
+    positions: Callable[[Any], int]
+    head_params: str | None = None
+    refuses: tuple[tuple[str, str], ...] = ()
+
+
+_CAUSAL = (
+    (
+        "sparsebert",
+        "sparsebert's attention-score MSE needs the attention scores, which a decoder's "
+        "forward does not return, and its soft cross-entropy scores one class distribution "
+        "per example (an encoder's task head)",
+    ),
+    (
+        "cross_correlation",
+        "its cross-correlation compares every example's first-token final state (an "
+        "encoder's [CLS]); in a causal decoder that state has seen only the first token",
+    ),
+)
+
+#: model class -> :class:`Family`: every model :func:`jaxprune.hf.load_pretrained` builds
+#: (:data:`jaxprune.hf.ENCODERS`, :data:`jaxprune.hf.DECODERS`).
+FAMILIES: dict[type, Family] = {
+    EncoderForTask: Family(
+        "BERT-family",
+        False,
+        paths.BERT_ENCODER_KERNELS,
+        paths.BERT_ENCODER_KERNELS_AND_BIASES,
+        # RoBERTa's positions start after its padding id
+        lambda cfg: (
+            cfg.max_position_embeddings - (cfg.pad_token_id + 1 if cfg.arch == "roberta" else 0)
+        ),
+    ),
+    DebertaV2ForTask: Family(
+        "DeBERTa-v2/v3",
+        False,
+        paths.DEBERTA_KERNELS,
+        paths.DEBERTA_KERNELS_AND_BIASES,
+        lambda cfg: cfg.max_position_embeddings,
+        # its sequence head's ContextPooler is new on a pre-trained checkpoint, as the
+        # classifier is (BERT's pooler is pre-trained)
+        head_params=r"^(pooler|classifier|qa_outputs)(/|$)",
+    ),
+    ModernBertForTask: Family(
+        "ModernBERT",
+        False,
+        paths.MODERNBERT_KERNELS,
+        paths.MODERNBERT_KERNELS_AND_BIASES,
+        lambda cfg: cfg.max_position_embeddings,
+    ),
+    GPT2LMHeadModel: Family(
+        "GPT-2",
+        True,
+        paths.GPT2_KERNELS,
+        paths.GPT2_KERNELS_AND_BIASES,
+        lambda cfg: cfg.n_positions,
+        refuses=_CAUSAL,
+    ),
+    LlamaForCausalLM: Family(
+        "Llama-family (Llama, Qwen2, Mistral)",
+        True,
+        paths.LLAMA_KERNELS,
+        paths.LLAMA_KERNELS_AND_BIASES,
+        lambda cfg: cfg.max_position_embeddings,
+        refuses=_CAUSAL,
+    ),
+}
+
+
+def family_of(model: Any) -> Family:
+    """The :class:`Family` of a jaxprune model.
+
+    Raises:
+      TypeError: a model class no recipe knows.
+    """
+    found = next((f for cls, f in FAMILIES.items() if isinstance(model, cls)), None)
+    if found is None:
+        raise TypeError(f"no recipe family for a {type(model).__name__}")
+    return found
+
+
+def family_of_type(model_type: str | None) -> Family | None:
+    """The :class:`Family` of a transformers ``model_type``; None for one jaxprune does not
+    build."""
+    entry = hf.DECODERS.get(model_type or "") or hf.ENCODERS.get(model_type or "")
+    return None if entry is None else FAMILIES.get(entry.model)
+
+
+def check_family(method: Any, family: Family, job: Job) -> None:
+    """ValueError when ``method`` (built for ``job``) cannot work on ``family``."""
+    why = dict(family.refuses).get(str(getattr(method, "objective", "")))
+    if why is not None:
+        raise ValueError(
+            f"method={job.method!r} cannot prune a {family.name} model ({job.model}): {why}"
+        )
+
+
+def method_for(job: Job, model: Any = None, *, family: Family | None = None) -> Any:
     """The job's method (``dense``: magnitude at sparsity 0 that never updates its masks).
-    On a GPT-2 ``model`` it prunes GPT-2's matrices unless ``prunable`` is set (with their
-    biases where the preset ranks biases too, as PINS and PLATON do)."""
+
+    On a ``model`` (or a ``family``, :data:`FAMILIES`) it prunes the family's matrices
+    unless ``prunable`` is set, with their biases where the preset ranks biases too (as PINS
+    and PLATON do); frozen-weight methods (SMP) train the family's task head (none on a
+    causal LM, whose output layer is pre-trained). A method the family cannot run is
+    refused (:func:`check_family`).
+    """
+    if family is None and model is not None:
+        family = family_of(model)
     options = job.options
-    if isinstance(model, GPT2LMHeadModel) and "prunable" not in options:
-        preset = methods.get("magnitude" if job.method == "dense" else job.method)
-        both = getattr(preset, "prunable", None) == paths.BERT_ENCODER_KERNELS_AND_BIASES
-        options["prunable"] = paths.GPT2_KERNELS_AND_BIASES if both else paths.GPT2_KERNELS
-        if getattr(preset, "train_weights", True) is False:  # SMP: no new head on an LM
-            options.setdefault("train_head", False)
+    preset = methods.get("magnitude" if job.method == "dense" else job.method)
+    if family is not None:
+        if "prunable" not in options:
+            both = getattr(preset, "prunable", None) == paths.BERT_ENCODER_KERNELS_AND_BIASES
+            options["prunable"] = family.kernels_and_biases if both else family.kernels
+        if getattr(preset, "train_weights", True) is False:
+            if family.decoder:  # SMP: no new head on an LM
+                options.setdefault("train_head", False)
+            elif family.head_params is not None:
+                options.setdefault("head_params", family.head_params)
     if job.method == "dense":
-        return methods.get("magnitude", sparsity=0.0, update_every=10**9, **options)
-    if methods.get(job.method).sparsity is None:  # soft movement: set by its regulariser
-        return methods.get(job.method, **options)
-    return methods.get(job.method, sparsity=job.sparsity, **options)
+        method = methods.get("magnitude", sparsity=0.0, update_every=10**9, **options)
+    elif methods.get(job.method).sparsity is None:  # soft movement: set by its regulariser
+        method = methods.get(job.method, **options)
+    else:
+        method = methods.get(job.method, sparsity=job.sparsity, **options)
+    if family is not None:
+        check_family(method, family, job)
+    return method
 
 
 def load_model(
@@ -175,13 +314,8 @@ def training_batches(
 
 def check_length(job: Job, model: Any) -> None:
     """ValueError when ``job.max_length`` tokens do not fit the model's position table
-    (positions past it would read NaN embeddings)."""
-    if isinstance(model, GPT2LMHeadModel):
-        limit = model.cfg.n_positions
-    else:
-        cfg = model.cfg
-        offset = cfg.pad_token_id + 1 if cfg.arch == "roberta" else 0  # RoBERTa's positions
-        limit = cfg.max_position_embeddings - offset
+    (positions past it would read NaN embeddings), per :attr:`Family.positions`."""
+    limit = family_of(model).positions(model.cfg)
     if job.max_length > limit:
         raise ValueError(
             f"max_length={job.max_length} exceeds the {limit} positions of {job.model}"
@@ -331,12 +465,17 @@ def train_and_export(
 
 
 __all__ = [
+    "FAMILIES",
     "Evaluate",
+    "Family",
     "Prepared",
+    "check_family",
     "check_length",
     "data_axis",
     "dev_split",
     "every_row",
+    "family_of",
+    "family_of_type",
     "has_scores",
     "layout_for",
     "load_model",
