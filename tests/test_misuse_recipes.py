@@ -229,6 +229,13 @@ def test_a_folder_without_config_json_is_refused(world, tmp_path, no_loading):
         recipes.evaluate(tiny_job(world, model=str(tmp_path)))
 
 
+@pytest.mark.parametrize("task", ["conll2003", "squad"])
+def test_sparsebert_on_token_and_span_tasks_is_refused(world, no_loading, task):
+    job = tiny_job(world, method="sparsebert", teacher=str(world["bert"]), task=task, doc_stride=8)
+    with pytest.raises(ValueError, match=f"task='{task}': sparsebert's prediction loss"):
+        recipes.validate(job)
+
+
 def test_sparsebert_on_packed_rows_is_refused(world, no_loading):
     job = tiny_job(world, method="sparsebert", teacher=str(world["bert"]), pack=True)
     with pytest.raises(ValueError, match="pack=True: sparsebert's MSE terms"):

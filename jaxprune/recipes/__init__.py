@@ -223,6 +223,12 @@ def validate(job: Job, *, train: bool = True) -> None:
             f"eval_every: {job.method} with teacher_mode='best' refreshes its teacher when dev "
             f"improves, so it needs evaluations during training; set eval_every"
         )
+    if getattr(method, "objective", None) == "sparsebert" and family(job.task) in ("squad", "ner"):
+        raise ValueError(
+            f"task={job.task!r}: {job.method}'s prediction loss is a sequence-level soft "
+            f"cross-entropy (or MSE for regression), as in the SparseBERT paper's GLUE runs; "
+            f"it has no per-token or span form here: use a GLUE task"
+        )
     if job.pack and getattr(method, "objective", None) == "sparsebert":
         raise ValueError(
             f"pack=True: {job.method}'s MSE terms average over the padded positions of a row; "
