@@ -229,6 +229,14 @@ def test_a_folder_without_config_json_is_refused(world, tmp_path, no_loading):
         recipes.evaluate(tiny_job(world, model=str(tmp_path)))
 
 
+@pytest.mark.parametrize("method, options", [("pins", {}), ("magnitude", {"objective": "kd"})])
+def test_logit_distillation_on_a_regression_task_is_refused(world, no_loading, method, options):
+    teacher = {"teacher": str(world["bert"])} if options else {}
+    job = recipes.with_options(tiny_job(world, method=method, task="stsb", **teacher), **options)
+    with pytest.raises(ValueError, match=f"task='stsb': {method} with objective .* one score"):
+        recipes.validate(job)
+
+
 @pytest.mark.parametrize("task", ["conll2003", "squad"])
 def test_sparsebert_on_token_and_span_tasks_is_refused(world, no_loading, task):
     job = tiny_job(world, method="sparsebert", teacher=str(world["bert"]), task=task, doc_stride=8)

@@ -25,7 +25,7 @@ import typing
 import jax
 
 from jaxprune import architectures, hf, methods
-from jaxprune.metrics import GLUE_TASKS
+from jaxprune.metrics import GLUE_TASKS, glue_task
 from jaxprune.recipes import common, d2t, glue, labels, ner, squad
 from jaxprune.recipes.job import (
     RESUMABLE_CHANGES,
@@ -223,7 +223,15 @@ def validate(job: Job, *, train: bool = True) -> None:
             f"eval_every: {job.method} with teacher_mode='best' refreshes its teacher when dev "
             f"improves, so it needs evaluations during training; set eval_every"
         )
-    if getattr(method, "objective", None) == "sparsebert" and family(job.task) in ("squad", "ner"):
+    objective = getattr(method, "objective", None)
+    regression = family(job.task) == "glue" and glue_task(job.task).num_classes is None
+    if objective in ("kd", "self_regularization") and regression:
+        raise ValueError(
+            f"task={job.task!r}: {job.method} with objective {objective!r} distils class "
+            f"probabilities (a KL between softmaxes), and {job.task} predicts one score; use "
+            f"objective='task' (PINS's paper has no STS-B row either)"
+        )
+    if objective == "sparsebert" and family(job.task) in ("squad", "ner"):
         raise ValueError(
             f"task={job.task!r}: {job.method}'s prediction loss is a sequence-level soft "
             f"cross-entropy (or MSE for regression), as in the SparseBERT paper's GLUE runs; "
