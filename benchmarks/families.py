@@ -47,7 +47,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -55,8 +54,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
-from models import _cores, command_line, measure, other_load  # benchmarks/models.py
+from models import (  # benchmarks/models.py
+    JaxBench,
+    _cores,
+    command_line,
+    cross_entropy,
+    measure,
+    other_load,
+)
 
 import jaxprune.hf
 
@@ -207,64 +212,22 @@ def build_torch(family: str, args: argparse.Namespace, folder: str) -> Any:
     return model
 
 
-class JaxBench:
+def jax_bench(family: str, args: argparse.Namespace, folder: str, batch: dict) -> JaxBench:
     """jaxprune's model from the saved folder: jitted forward, value-and-grad, train step."""
+    causal = family == "llama"
+    head = "causal-lm" if causal else "sequence-classification"
+    model = jaxprune.hf.load_pretrained(folder, head=head, num_labels=NUM_LABELS).model
+    b = {k: jnp.asarray(v) for k, v in batch.items()}
+    inputs = (b["input_ids"], b["attention_mask"])
+    if causal:
+        return JaxBench(model, args.parts, inputs, (b["targets"], b["weights"]), next_token_loss)
+    return JaxBench(model, args.parts, inputs, (b["labels"],), cross_entropy)
 
-    def __init__(self, family: str, args: argparse.Namespace, folder: str, batch: dict):
-        causal = family == "llama"
-        head = "causal-lm" if causal else "sequence-classification"
-        model = jaxprune.hf.load_pretrained(folder, head=head, num_labels=NUM_LABELS).model
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        self.n_params = sum(x.size for x in jax.tree.leaves(params))
-        b = {k: jnp.asarray(v) for k, v in batch.items()}
-        inputs = (b["input_ids"], b["attention_mask"])
-        targets = (b["targets"], b["weights"]) if causal else (b["labels"],)
-        tx = optax.adamw(1e-5, weight_decay=0.01)
 
-        def logits_fn(p, input_ids, attention_mask):
-            m = nnx.merge(graphdef, p, rest)
-            return m(input_ids, attention_mask, deterministic=True).logits
-
-        def loss_fn(p, input_ids, attention_mask, *target):
-            logits = logits_fn(p, input_ids, attention_mask).astype(jnp.float32)
-            losses = optax.softmax_cross_entropy_with_integer_labels(logits, target[0])
-            if not causal:
-                return losses.mean()
-            return (losses * target[1]).sum() / target[1].sum()
-
-        def train_step(p, opt_state, *batch):
-            loss, grads = jax.value_and_grad(loss_fn)(p, *batch)
-            updates, opt_state = tx.update(grads, opt_state, p)
-            return optax.apply_updates(p, updates), opt_state, loss
-
-        self.params, self.opt_state = params, tx.init(params)
-        self.compile_s: dict[str, float] = {}
-        self.fns: dict[str, Callable[[], Any]] = {}
-        if "forward" in args.parts:
-            fwd = self._compile("forward", jax.jit(logits_fn), params, *inputs)
-            self.fns["forward"] = lambda: fwd(self.params, *inputs)
-        if "grad" in args.parts:
-            vg = jax.jit(jax.value_and_grad(loss_fn))
-            vg = self._compile("grad", vg, params, *inputs, *targets)
-            self.fns["grad"] = lambda: vg(self.params, *inputs, *targets)
-        if "train" in args.parts:
-            step = jax.jit(train_step, donate_argnums=(0, 1))
-            step = self._compile("train", step, params, self.opt_state, *inputs, *targets)
-            self.fns["train"] = lambda: self._train(step, *inputs, *targets)
-        self.logits = np.asarray(jax.jit(logits_fn)(params, *inputs), np.float32)
-
-    def _compile(self, part: str, fn: Any, *args: Any) -> Any:
-        start = time.perf_counter()
-        compiled = fn.lower(*args).compile()
-        self.compile_s[part] = time.perf_counter() - start
-        return compiled
-
-    def _train(self, step: Any, *batch: jax.Array) -> jax.Array:
-        self.params, self.opt_state, loss = step(self.params, self.opt_state, *batch)
-        return loss
-
-    def run(self, part: str) -> None:
-        jax.block_until_ready(self.fns[part]())
+def next_token_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.Array:
+    """Softmax cross-entropy of the next tokens, averaged over the weighted positions."""
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    return (losses * weights).sum() / weights.sum()
 
 
 class TorchBench:
@@ -320,7 +283,7 @@ def logits_diff(family: str, jax_logits: np.ndarray, torch_logits: np.ndarray, b
 def run_family(family: str, args: argparse.Namespace, batch: dict) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"families-{family}-") as folder:
         torch_model = build_torch(family, args, folder)
-        jb = JaxBench(family, args, folder, batch)
+        jb = jax_bench(family, args, folder, batch)
     tb = TorchBench(family, torch_model, batch)
     diff = logits_diff(family, jb.logits, tb.logits, batch)
     result = {

@@ -151,49 +151,48 @@ def patch_jaxprune(args: argparse.Namespace) -> None:
 
 
 class JaxBench:
-    """jaxprune's MiniLM: jitted forward, value-and-grad, and AdamW train step."""
+    """A jaxprune model's jitted forward, value-and-grad and AdamW train step on one batch
+    (``inputs``: ids and attention mask); ``loss(logits, *targets)`` reads float32 logits.
+    Also used by ``families.py``."""
 
-    def __init__(self, args: argparse.Namespace, batch: dict[str, np.ndarray]):
-        dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
-        model = jaxprune.hf.load_pretrained(
-            NAME, head="sequence-classification", num_labels=NUM_LABELS, dtype=dtype
-        ).model
-        self.cfg = model.cfg
+    def __init__(
+        self,
+        model: nnx.Module,
+        parts: list[str],
+        inputs: tuple[jax.Array, jax.Array],
+        targets: tuple[jax.Array, ...],
+        loss: Callable[..., jax.Array],
+    ):
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         self.n_params = sum(x.size for x in jax.tree.leaves(params))
-        self.head = {k: np.array(v) for k, v in nnx.to_pure_dict(params)["classifier"].items()}
-        self.batch = {k: jnp.asarray(v) for k, v in batch.items()}
         tx = optax.adamw(1e-5, weight_decay=0.01)
 
         def logits_fn(p, input_ids, attention_mask):
             m = nnx.merge(graphdef, p, rest)
             return m(input_ids, attention_mask, deterministic=True).logits
 
-        def loss_fn(p, input_ids, attention_mask, labels):
-            logits = logits_fn(p, input_ids, attention_mask).astype(jnp.float32)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        def loss_fn(p, input_ids, attention_mask, *target):
+            return loss(logits_fn(p, input_ids, attention_mask).astype(jnp.float32), *target)
 
-        def train_step(p, opt_state, input_ids, attention_mask, labels):
-            loss, grads = jax.value_and_grad(loss_fn)(p, input_ids, attention_mask, labels)
+        def train_step(p, opt_state, *batch):
+            value, grads = jax.value_and_grad(loss_fn)(p, *batch)
             updates, opt_state = tx.update(grads, opt_state, p)
-            return optax.apply_updates(p, updates), opt_state, loss
+            return optax.apply_updates(p, updates), opt_state, value
 
-        b = self.batch
-        inputs = (b["input_ids"], b["attention_mask"])
         self.params, self.opt_state = params, tx.init(params)
         self.compile_s: dict[str, float] = {}
         self.fns: dict[str, Callable[[], Any]] = {}
-        if "forward" in args.parts:
+        if "forward" in parts:
             fwd = self._compile("forward", jax.jit(logits_fn), params, *inputs)
             self.fns["forward"] = lambda: fwd(self.params, *inputs)
-        if "grad" in args.parts:
+        if "grad" in parts:
             vg = jax.jit(jax.value_and_grad(loss_fn))
-            vg = self._compile("grad", vg, params, *inputs, b["labels"])
-            self.fns["grad"] = lambda: vg(self.params, *inputs, b["labels"])
-        if "train" in args.parts:
+            vg = self._compile("grad", vg, params, *inputs, *targets)
+            self.fns["grad"] = lambda: vg(self.params, *inputs, *targets)
+        if "train" in parts:
             step = jax.jit(train_step, donate_argnums=(0, 1))
-            step = self._compile("train", step, params, self.opt_state, *inputs, b["labels"])
-            self.fns["train"] = lambda: self._train(step, *inputs, b["labels"])
+            step = self._compile("train", step, params, self.opt_state, *inputs, *targets)
+            self.fns["train"] = lambda: self._train(step, *inputs, *targets)
         self.logits = np.asarray(jax.jit(logits_fn)(params, *inputs), np.float32)
 
     def _compile(self, part: str, fn: Any, *args: Any) -> Any:
@@ -208,6 +207,27 @@ class JaxBench:
 
     def run(self, part: str) -> None:
         jax.block_until_ready(self.fns[part]())
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Softmax cross-entropy of the integer ``labels``, averaged over the batch."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+class MiniLMBench(JaxBench):
+    """jaxprune's MiniLM with its classification head; ``head`` holds that head's weights."""
+
+    def __init__(self, args: argparse.Namespace, batch: dict[str, np.ndarray]):
+        dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
+        model = jaxprune.hf.load_pretrained(
+            NAME, head="sequence-classification", num_labels=NUM_LABELS, dtype=dtype
+        ).model
+        self.cfg = model.cfg
+        b = {k: jnp.asarray(v) for k, v in batch.items()}
+        inputs = (b["input_ids"], b["attention_mask"])
+        super().__init__(model, args.parts, inputs, (b["labels"],), cross_entropy)
+        classifier = nnx.to_pure_dict(self.params)["classifier"]
+        self.head = {k: np.array(v) for k, v in classifier.items()}
 
 
 class TorchBench:
@@ -351,7 +371,7 @@ def main() -> None:
     benches: dict[str, Any] = {}
     head = None
     if "jax" in args.frameworks:
-        benches["jax"] = JaxBench(args, batch)
+        benches["jax"] = MiniLMBench(args, batch)
         head = benches["jax"].head
     if "torch" in args.frameworks:
         benches["torch"] = TorchBench(args, batch, head)

@@ -16,6 +16,16 @@ import pytest
 import torch
 import transformers
 from flax import nnx
+from parity import (
+    HF_AUTO,
+    assert_close,
+    flat,
+    randomize_,
+    saved_once,
+    torch_inputs,
+    torch_logits,
+    where,
+)
 from safetensors.numpy import load_file, save_file
 
 import jaxprune
@@ -23,7 +33,6 @@ from jaxprune import hf, masks, paths, train
 from jaxprune.models import DebertaV2Config, logical_axes
 from jaxprune.models.deberta import relative_positions
 
-ATOL = 1e-4
 VOCAB, HIDDEN, LAYERS, HEADS, INTERMEDIATE, POSITIONS = 97, 32, 2, 4, 64, 48
 LENGTHS = (21, 13)  # both longer than every span below
 # v3: bucketed, shared keys, no absolute positions. v2: plain clipped relative positions,
@@ -63,12 +72,6 @@ VARIANTS = {
         type_vocab_size=0,
     ),
 }
-HF_AUTO = {
-    "base": transformers.AutoModel,
-    "sequence-classification": transformers.AutoModelForSequenceClassification,
-    "question-answering": transformers.AutoModelForQuestionAnswering,
-    "token-classification": transformers.AutoModelForTokenClassification,
-}
 TASK_HEADS = [
     ("sequence-classification", 3),
     ("sequence-classification", 1),
@@ -98,13 +101,7 @@ def torch_model(config, task: str, num_labels: int, seed: int = 0) -> torch.nn.M
     scales 1 + N(0, 0.1)."""
     config.num_labels = num_labels
     torch.manual_seed(seed)
-    model = HF_AUTO[task].from_config(config)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1 + 0.1 * noise if name.endswith("LayerNorm.weight") else 0.2 * noise)
-    return model.eval()
+    return randomize_(HF_AUTO[task].from_config(config), seed, norms=r"LayerNorm\.weight$")
 
 
 def batch(variant: str, seed: int = 0):
@@ -119,65 +116,15 @@ def batch(variant: str, seed: int = 0):
     return ids, mask.astype(np.int64), types
 
 
-def torch_logits(model, task: str, ids, mask, types) -> np.ndarray:
-    kwargs = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
-    if types is not None:
-        kwargs["token_type_ids"] = torch.tensor(types)
-    with torch.no_grad():
-        out = model(**kwargs)
-    if task == "base":
-        return out.last_hidden_state.numpy()
-    if task == "question-answering":
-        return torch.stack([out.start_logits, out.end_logits], -1).numpy()
-    return out.logits.numpy()
-
-
 def jax_logits(model, ids, mask, types, **kwargs):
     types = None if types is None else jnp.asarray(types)
     return model(jnp.asarray(ids), jnp.asarray(mask), types, **kwargs)
 
 
-def where(task: str, mask):
-    """The entries a head defines: every row for sequence heads, real tokens otherwise."""
-    return None if task == "sequence-classification" else mask.astype(bool)
-
-
-def assert_close(a, b, what: str, select=None, atol: float = ATOL) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape, (what, a.shape, b.shape)
-    if select is not None:
-        a, b = a[select], b[select]
-    diff = float(np.max(np.abs(a - b)))
-    print(f"{what}: max |diff| = {diff:.2e}")
-    assert diff <= atol, f"{what}: max |diff| = {diff:.3g} > {atol}"
-    return diff
-
-
-def hf_key(path: str) -> str:
-    """The checkpoint key of a jaxprune param path."""
-    *parents, leaf = path.split("/")
-    return ".".join([*parents, "weight" if leaf in ("kernel", "scale", "embedding") else leaf])
-
-
-def flat(tree) -> dict:
-    return {paths.path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """(variant, task, num_labels) -> (torch model, its saved folder), made once."""
-    cache: dict = {}
-
-    def get(variant: str, task: str, num_labels: int):
-        key = (variant, task, num_labels)
-        if key not in cache:
-            model = torch_model(tiny_config(variant), task, num_labels)
-            folder = tmp_path_factory.mktemp(f"{variant}-{task}-{num_labels}")
-            model.save_pretrained(folder)
-            cache[key] = (model, folder)
-        return cache[key]
-
-    return get
+    return saved_once(tmp_path_factory, lambda v, t, n: torch_model(tiny_config(v), t, n))
 
 
 # ----------------------------------------------------------------------------- parity
@@ -189,7 +136,7 @@ def test_heads_match_torch(folders, variant, task, num_labels):
     reference, folder = folders(variant, task, num_labels)
     model, params, _ = hf.load_pretrained(folder, head=task, num_labels=num_labels)
     keys = set(load_file(str(folder / "model.safetensors")))
-    assert {hf_key(p) for p in flat(params)} == keys  # every tensor read, none made up
+    assert {hf._hf_key(p)[0] for p in flat(params)} == keys  # every tensor read, none made up
     ids, mask, types = batch(variant)
     ours = jax_logits(model, ids, mask, types).logits
     expected = torch_logits(reference, task, ids, mask, types)
@@ -204,11 +151,10 @@ def test_body_hidden_states_and_attention_match_torch(folders, variant):
     out = jax_logits(
         model, ids, mask, types, output_hidden_states=True, output_attention_scores=True
     )
-    kwargs = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
-    if types is not None:
-        kwargs["token_type_ids"] = torch.tensor(types)
     with torch.no_grad():
-        expected = reference(**kwargs, output_hidden_states=True, output_attentions=True)
+        expected = reference(
+            **torch_inputs(ids, mask, types), output_hidden_states=True, output_attentions=True
+        )
     real = mask.astype(bool)
     assert_close(out.logits, expected.last_hidden_state, f"{variant} last", real)
     assert len(out.hidden_states) == len(expected.hidden_states) == LAYERS + 1
@@ -277,7 +223,7 @@ def test_pruned_round_trip(folders, tmp_path, variant, task, num_labels):
     assert type(reloaded).__name__ == hf.hf_config(model).architectures[0]
     state = reloaded.state_dict()
     for path, z in zeros.items():
-        weight = state[hf_key(path)].numpy().T
+        weight = state[hf._hf_key(path)[0]].numpy().T
         np.testing.assert_array_equal(weight == 0, z, err_msg=path)
 
     ids, mask, types = batch(variant)

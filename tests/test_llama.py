@@ -18,13 +18,13 @@ import pytest
 import torch
 import transformers
 from flax import nnx
+from parity import assert_close, flat, randomize_, torch_inputs
 from safetensors.numpy import load_file, save_file
 
 import jaxprune
 from jaxprune import hf, paths, train
 from jaxprune.models import LlamaConfig, LlamaForCausalLM, llama, logical_axes
 
-ATOL = 1e-4
 VOCAB, HIDDEN, LAYERS, HEADS, KV_HEADS, INTERMEDIATE = 101, 32, 2, 4, 2, 64
 LLAMA3_ROPE = {
     "rope_type": "llama3",
@@ -89,17 +89,9 @@ def tiny_config(variant: str) -> transformers.PretrainedConfig:
     )
 
 
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Redraws every parameter (tied ones stay tied): N(0, 0.2); RMSNorm scales 1 + N(0, 0.1)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1 + 0.1 * noise if re.search(r"norm\.weight$", name) else 0.2 * noise)
-    return model.eval()
-
-
 def torch_model(config) -> torch.nn.Module:
+    """transformers' causal LM, every parameter redrawn: N(0, 0.2), RMSNorm scales
+    1 + N(0, 0.1)."""
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     return randomize_(model)
@@ -115,33 +107,8 @@ def batch(*, lengths=(9, 6), seed: int = 0):
 
 
 def torch_logits(model, ids, mask=None) -> np.ndarray:
-    kwargs = {"input_ids": torch.tensor(ids)}
-    if mask is not None:
-        kwargs["attention_mask"] = torch.tensor(mask)
     with torch.no_grad():
-        return model(**kwargs).logits.numpy()
-
-
-def assert_close(a, b, what: str, where=None, atol: float = ATOL) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape, (what, a.shape, b.shape)
-    if where is not None:
-        a, b = a[where], b[where]
-    diff = float(np.max(np.abs(a - b)))
-    print(f"{what}: max |diff| = {diff:.2e}")
-    assert diff <= atol, f"{what}: max |diff| = {diff:.3g} > {atol}"
-    return diff
-
-
-def flat(tree) -> dict:
-    return {paths.path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def hf_key(path: str) -> tuple[str, bool]:
-    """(checkpoint key, whether the tensor is transposed) of a jaxprune param path."""
-    *parents, leaf = path.split("/")
-    name = "weight" if leaf in ("kernel", "scale", "embedding") else leaf
-    return ".".join([*parents, name]), leaf == "kernel"
+        return model(**torch_inputs(ids, mask)).logits.numpy()
 
 
 @pytest.fixture(scope="module")
@@ -172,11 +139,7 @@ def test_logits_match(checkpoints, variant):
     real = mask.astype(bool)
     out = model(jnp.asarray(ids), jnp.asarray(mask), output_hidden_states=True)
     with torch.no_grad():
-        ref = theirs(
-            input_ids=torch.tensor(ids),
-            attention_mask=torch.tensor(mask),
-            output_hidden_states=True,
-        )
+        ref = theirs(**torch_inputs(ids, mask), output_hidden_states=True)
     assert_close(out.logits, ref.logits, f"{variant} logits", real)
     # transformers' last hidden state is after the final norm; the others are layer outputs
     for i in range(LAYERS):
@@ -301,9 +264,9 @@ def test_pruned_round_trip(checkpoints, variant, tmp_path):
     assert reloaded.config.architectures == [type(reloaded).__name__]
     state = reloaded.state_dict()
     for path, value in flat(pruned).items():  # every zero is in the exported checkpoint
-        key, transposed = hf_key(path)
+        key, kind = hf._hf_key(path)
         tensor = state[key].numpy()
-        np.testing.assert_array_equal(tensor.T if transposed else tensor, np.asarray(value))
+        np.testing.assert_array_equal(tensor.T if kind == "kernel" else tensor, np.asarray(value))
     ids, mask = batch()
     real = mask.astype(bool)
     ours = nnx.merge(nnx.graphdef(model), nnx.state(model))

@@ -17,13 +17,22 @@ import pytest
 import torch
 import transformers
 from flax import nnx
+from parity import (
+    HF_AUTO,
+    assert_close,
+    flat,
+    randomize_,
+    saved_once,
+    torch_inputs,
+    torch_logits,
+    where,
+)
 from safetensors.numpy import load_file, save_file
 
 import jaxprune
 from jaxprune import hf, masks, paths, train
 from jaxprune.models import ModernBertConfig, logical_axes
 
-ATOL = 1e-4
 VOCAB, HIDDEN, LAYERS, HEADS, INTERMEDIATE = 101, 32, 3, 4, 64
 LENGTHS = (15, 9)  # both longer than the local window
 BIASES = dict(attention_bias=True, mlp_bias=True, norm_bias=True, classifier_bias=True)
@@ -31,13 +40,6 @@ BIASES = dict(attention_bias=True, mlp_bias=True, norm_bias=True, classifier_bia
 VARIANTS = {
     "cls": dict(classifier_pooling="cls"),
     "mean-biases": dict(classifier_pooling="mean", **BIASES),
-}
-HF_AUTO = {
-    "base": transformers.AutoModel,
-    "sequence-classification": transformers.AutoModelForSequenceClassification,
-    "question-answering": transformers.AutoModelForQuestionAnswering,
-    "token-classification": transformers.AutoModelForTokenClassification,
-    "masked-lm": transformers.AutoModelForMaskedLM,
 }
 TASK_HEADS = [
     ("sequence-classification", 3),
@@ -79,13 +81,7 @@ def torch_model(config, task: str, num_labels: int, seed: int = 0, attn: str = "
     1 + N(0, 0.1)."""
     config.num_labels = num_labels
     torch.manual_seed(seed)
-    model = HF_AUTO[task].from_config(config, attn_implementation=attn)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1 + 0.1 * noise if re.search(r"norm\.weight$", name) else 0.2 * noise)
-    return model.eval()
+    return randomize_(HF_AUTO[task].from_config(config, attn_implementation=attn), seed)
 
 
 def batch(seed: int = 0):
@@ -97,45 +93,8 @@ def batch(seed: int = 0):
     return ids, mask.astype(np.int64)
 
 
-def torch_logits(model, task: str, ids, mask) -> np.ndarray:
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
-    if task == "base":
-        return out.last_hidden_state.numpy()
-    if task == "question-answering":
-        return torch.stack([out.start_logits, out.end_logits], -1).numpy()
-    return out.logits.numpy()
-
-
 def jax_logits(model, ids, mask, **kwargs):
     return model(jnp.asarray(ids), jnp.asarray(mask), **kwargs)
-
-
-def where(task: str, mask):
-    """The entries a head defines: every row for sequence heads, real tokens otherwise (a
-    padded query of a local layer may have no key to attend to)."""
-    return None if task == "sequence-classification" else mask.astype(bool)
-
-
-def assert_close(a, b, what: str, select=None, atol: float = ATOL) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape, (what, a.shape, b.shape)
-    if select is not None:
-        a, b = a[select], b[select]
-    diff = float(np.max(np.abs(a - b)))
-    print(f"{what}: max |diff| = {diff:.2e}")
-    assert diff <= atol, f"{what}: max |diff| = {diff:.3g} > {atol}"
-    return diff
-
-
-def hf_key(path: str) -> str:
-    """The checkpoint key of a jaxprune param path."""
-    *parents, leaf = path.split("/")
-    return ".".join([*parents, "weight" if leaf in ("kernel", "scale", "embedding") else leaf])
-
-
-def flat(tree) -> dict:
-    return {paths.path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def saved_keys(folder, task: str) -> set[str]:
@@ -148,18 +107,7 @@ def saved_keys(folder, task: str) -> set[str]:
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """(variant, task, num_labels) -> (torch model, its saved folder), made once."""
-    cache: dict = {}
-
-    def get(variant: str, task: str, num_labels: int):
-        key = (variant, task, num_labels)
-        if key not in cache:
-            model = torch_model(tiny_config(variant), task, num_labels)
-            folder = tmp_path_factory.mktemp(f"{variant}-{task}-{num_labels}")
-            model.save_pretrained(folder)
-            cache[key] = (model, folder)
-        return cache[key]
-
-    return get
+    return saved_once(tmp_path_factory, lambda v, t, n: torch_model(tiny_config(v), t, n))
 
 
 # ----------------------------------------------------------------------------- parity
@@ -170,7 +118,8 @@ def folders(tmp_path_factory):
 def test_heads_match_torch(folders, variant, task, num_labels):
     reference, folder = folders(variant, task, num_labels)
     model, params, _ = hf.load_pretrained(folder, head=task, num_labels=num_labels)
-    assert {hf_key(p) for p in flat(params)} == saved_keys(folder, task)  # all read, none made up
+    # every tensor read, none made up
+    assert {hf._hf_key(p)[0] for p in flat(params)} == saved_keys(folder, task)
     ids, mask = batch()
     ours = jax_logits(model, ids, mask).logits
     expected = torch_logits(reference, task, ids, mask)
@@ -210,10 +159,7 @@ def test_body_hidden_states_and_attention_match_torch(folders, variant):
     out = jax_logits(model, ids, mask, output_hidden_states=True, output_attention_scores=True)
     with torch.no_grad():
         expected = reference(
-            input_ids=torch.tensor(ids),
-            attention_mask=torch.tensor(mask),
-            output_hidden_states=True,
-            output_attentions=True,
+            **torch_inputs(ids, mask), output_hidden_states=True, output_attentions=True
         )
     real = mask.astype(bool)
     assert len(out.hidden_states) == len(expected.hidden_states) == LAYERS + 1
@@ -274,7 +220,7 @@ def test_pruned_round_trip(folders, tmp_path, variant, task, num_labels):
     assert type(reloaded).__name__ == hf.hf_config(model).architectures[0]
     state = reloaded.state_dict()
     for path, z in zeros.items():
-        weight = state[hf_key(path)].numpy().T
+        weight = state[hf._hf_key(path)[0]].numpy().T
         np.testing.assert_array_equal(weight == 0, z, err_msg=path)
 
     ids, mask = batch()
@@ -420,7 +366,7 @@ def test_base_checkpoint_loads_under_a_new_head(folders):
     model, params, _ = hf.load_pretrained(folder, head="token-classification", num_labels=3)
     state = {k: v.numpy() for k, v in reference.state_dict().items()}
     for path, value in flat(params["model"]).items():
-        expected = state[hf_key(path)]
+        expected = state[hf._hf_key(path)[0]]
         expected = expected.T if path.endswith("kernel") else expected
         np.testing.assert_array_equal(np.asarray(value), expected, path)
     assert model(jnp.asarray(batch()[0])).logits.shape == (2, max(LENGTHS), 3)

@@ -26,7 +26,7 @@ from flax import nnx
 
 from jaxprune.models import layers
 from jaxprune.models.encoder import DenseResidual, EncoderConfig, EncoderOutput, Intermediate
-from jaxprune.models.heads import Output
+from jaxprune.models.heads import Output, task_output
 
 #: The heads of :class:`DebertaV2ForTask` (DeBERTa's masked-LM head is not implemented).
 TASKS = ("base", "sequence-classification", "question-answering", "token-classification")
@@ -521,17 +521,18 @@ class DebertaV2ForTask(nnx.Module):
             segment_ids=segment_ids,
             **kw,
         )
-        x, pooled = out.last_hidden_state, None
-        if self.task == "base":
-            logits = x
-        elif self.task == "sequence-classification":
+
+        def sequence(x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
             pooled = self.pooler(x, cls_positions=cls_positions, **kw)
-            logits = self.classifier(self.dropout(pooled, **kw))
-        elif self.task == "token-classification":
-            logits = self.classifier(self.dropout(x, **kw))
-        else:
-            logits = self.qa_outputs(x)
-        return Output(logits, out.hidden_states, out.attention_scores, pooled)
+            return self.classifier(self.dropout(pooled, **kw)), pooled
+
+        return task_output(
+            self.task,
+            out,
+            sequence=sequence,
+            token=lambda x: self.classifier(self.dropout(x, **kw)),
+            question_answering=lambda x: self.qa_outputs(x),
+        )
 
 
 __all__ = [

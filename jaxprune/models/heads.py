@@ -10,6 +10,7 @@ Tasks: ``base`` (the body only), ``sequence-classification`` (regression when
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.models import layers
-from jaxprune.models.encoder import Encoder, EncoderConfig
+from jaxprune.models.encoder import Encoder, EncoderConfig, EncoderOutput
 
 #: The encoder heads ``hf.load_pretrained(..., head=...)`` can build (``jaxprune.hf.HEADS``).
 TASKS = (
@@ -55,6 +56,41 @@ class Output(NamedTuple):
     hidden_states: tuple[jax.Array, ...] | None = None
     attention_scores: tuple[jax.Array, ...] | None = None
     pooled: jax.Array | None = None
+
+
+def task_output(
+    task: str,
+    body: EncoderOutput,
+    *,
+    sequence: Callable[[jax.Array], tuple[jax.Array, jax.Array | None]],
+    token: Callable[[jax.Array], jax.Array],
+    question_answering: Callable[[jax.Array], jax.Array],
+    masked_lm: Callable[[jax.Array], jax.Array] | None = None,
+) -> Output:
+    """The :class:`Output` of ``task``'s head on the body's last hidden state, shared by the
+    task models of every encoder family.
+
+    ``base`` gives the hidden state itself; every other task calls its own head on it (only
+    that one, so a head may use modules only its task builds). ``sequence`` returns (logits,
+    pooled), and that ``pooled`` replaces the body's.
+
+    Raises:
+      ValueError: a task without a head here (``masked-lm`` when ``masked_lm`` is None).
+    """
+    x, pooled = body.last_hidden_state, body.pooled
+    if task == "base":
+        logits = x
+    elif task == "sequence-classification":
+        logits, pooled = sequence(x)
+    elif task == "token-classification":
+        logits = token(x)
+    elif task == "question-answering":
+        logits = question_answering(x)
+    elif task == "masked-lm" and masked_lm is not None:
+        logits = masked_lm(x)
+    else:
+        raise ValueError(f"no {task!r} head")
+    return Output(logits, body.hidden_states, body.attention_scores, pooled)
 
 
 class ClassificationHead(nnx.Module):
@@ -233,10 +269,9 @@ class EncoderForTask(nnx.Module):
             cls_positions=cls_positions,
             **kw,
         )
-        x, arch = out.last_hidden_state, self.cfg.arch
-        if self.task == "base":
-            logits = x
-        elif self.task == "sequence-classification":
+        arch = self.cfg.arch
+
+        def sequence(x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
             if isinstance(self.classifier, ClassificationHead):  # RoBERTa, ELECTRA
                 logits = self.classifier(x, cls_positions=cls_positions, **kw)
             elif arch == "bert":
@@ -245,25 +280,35 @@ class EncoderForTask(nnx.Module):
                 first = layers.first_tokens(x, cls_positions)
                 pooled = jax.nn.relu(self.pre_classifier(first))
                 logits = self.classifier(self.dropout(pooled, **kw))
-        elif self.task == "token-classification":
+            return logits, out.pooled
+
+        def token(x: jax.Array) -> jax.Array:
             if not isinstance(self.classifier, nnx.Linear):
                 kind = type(self.classifier).__name__
                 raise TypeError(f"token classification needs a Linear classifier, not {kind}")
-            logits = self.classifier(self.dropout(x, **kw))
-        elif self.task == "question-answering":
-            logits = self.qa_outputs(self.dropout(x, **kw) if arch == "distilbert" else x)
-        else:
+            return self.classifier(self.dropout(x, **kw))
+
+        def masked_lm(x: jax.Array) -> jax.Array:
             embedding = self.body.embeddings.word_embeddings.embedding[...]
             if arch == "bert":
-                logits = self.cls(x, embedding)
-            elif arch == "roberta":
-                logits = self.lm_head(x, embedding)
-            else:
-                x = self.vocab_layer_norm(
-                    layers.activation(self.cfg.hidden_act)(self.vocab_transform(x))
-                )
-                logits = x @ embedding.T.astype(x.dtype) + self.vocab_projector.bias
-        return Output(logits, out.hidden_states, out.attention_scores, out.pooled)
+                return self.cls(x, embedding)
+            if arch == "roberta":
+                return self.lm_head(x, embedding)
+            x = self.vocab_layer_norm(
+                layers.activation(self.cfg.hidden_act)(self.vocab_transform(x))
+            )
+            return x @ embedding.T.astype(x.dtype) + self.vocab_projector.bias
+
+        return task_output(
+            self.task,
+            out,
+            sequence=sequence,
+            token=token,
+            question_answering=lambda x: self.qa_outputs(
+                self.dropout(x, **kw) if arch == "distilbert" else x
+            ),
+            masked_lm=masked_lm,
+        )
 
 
 __all__ = [
@@ -277,4 +322,5 @@ __all__ = [
     "Output",
     "RobertaLMHead",
     "VocabProjector",
+    "task_output",
 ]

@@ -29,7 +29,7 @@ from flax import nnx
 
 from jaxprune.models import layers
 from jaxprune.models.encoder import EncoderOutput
-from jaxprune.models.heads import Output
+from jaxprune.models.heads import Output, task_output
 
 #: The heads of :class:`ModernBertForTask`: all of :data:`jaxprune.models.TASKS`.
 TASKS = (
@@ -515,22 +515,30 @@ class ModernBertForTask(nnx.Module):
             segment_ids=segment_ids,
             **kw,
         )
-        x, pooled = out.last_hidden_state, None
-        if self.task == "base":
-            logits = x
-        elif self.task == "sequence-classification":
+
+        def sequence(x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
             if self.cfg.classifier_pooling == "cls":
                 x = layers.first_tokens(x, cls_positions)
             else:
                 x = mean_pool(x, attention_mask, segment_ids, cls_positions)
             pooled = self.head(x)
-            logits = self.classifier(self.drop(pooled, **kw))
-        elif self.task == "masked-lm":
+            return self.classifier(self.drop(pooled, **kw)), pooled
+
+        def every_token(x: jax.Array) -> jax.Array:  # token classification and QA
+            return self.classifier(self.drop(self.head(x), **kw))
+
+        def masked_lm(x: jax.Array) -> jax.Array:
             embedding = self.model.embeddings.tok_embeddings.embedding[...]
-            logits = self.decoder(self.head(x), embedding)
-        else:  # token classification and QA: every token
-            logits = self.classifier(self.drop(self.head(x), **kw))
-        return Output(logits, out.hidden_states, out.attention_scores, pooled)
+            return self.decoder(self.head(x), embedding)
+
+        return task_output(
+            self.task,
+            out,
+            sequence=sequence,
+            token=every_token,
+            question_answering=every_token,
+            masked_lm=masked_lm,
+        )
 
 
 __all__ = [
