@@ -5,7 +5,7 @@
                     [--workdir runs] [--restart] [--random-init] [--distributed | --coordinator H:P
                     --num-processes N --process-id I] [--heartbeat-timeout S]
     jaxprune plan   --config experiments/configs/pins_glue.py:rte-80-pins [--devices 8 32]
-                    [--layout dp fsdp] [--out experiments/results/scale]
+                    [--layout dp fsdp zero] [--out experiments/results/scale]
     jaxprune eval   --run runs/smp_table1/mnli-10-smp_l          # its exported model
     jaxprune eval   --model runs/.../export --set task=rte
     jaxprune report runs/smp_table1 [--out DIR] [--reference experiments/reference]
@@ -87,7 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     pl.add_argument("--devices", type=int, nargs="+", default=[8], help="simulated device counts")
-    pl.add_argument("--layout", nargs="+", choices=("dp", "fsdp"), default=["dp"])
+    pl.add_argument(
+        "--layout",
+        nargs="+",
+        choices=("dp", "fsdp", "zero"),
+        default=["dp"],
+        help="dp: data parallel; fsdp: params and state sharded over data; zero: params "
+        "replicated, optimizer / pruning state and teacher sharded over data",
+    )
     pl.add_argument("--utilization", type=float, default=0.4, help="of each chip's peak")
     pl.add_argument(
         "--no-slope", action="store_true", help="skip the compiles that find the largest batch"
@@ -216,12 +223,14 @@ def _plan(args: argparse.Namespace) -> dict | None:
         skipped.extend(unplannable)
     if not groups:
         raise ValueError("nothing to plan: " + "; ".join(skipped))
-    layouts = [(d, kind == "fsdp") for d in sorted(args.devices) for kind in args.layout]
+    layouts = [
+        (d, kind == "fsdp", kind == "zero") for d in sorted(args.devices) for kind in args.layout
+    ]
 
     def work():  # every layout first, then the largest batch on the first one
-        for devices, fsdp in layouts:
+        for devices, fsdp, shard_state in layouts:
             for program in groups:
-                layout = plan.layout_for(program.job, devices, fsdp)
+                layout = plan.layout_for(program.job, devices, fsdp, shard_state)
                 ref = plan_report.Program(
                     program.config, ("fine-tuning",), plan.fine_tuning(program.job)
                 )

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -509,7 +509,12 @@ def _tokenizer(folder: pathlib.Path) -> Any:
 
 
 def save_pretrained(
-    model: nnx.Module, params: dict, out_dir: str | os.PathLike, *, tokenizer: Any = None
+    model: nnx.Module,
+    params: dict,
+    out_dir: str | os.PathLike,
+    *,
+    tokenizer: Any = None,
+    labels: Sequence[str] | None = None,
 ) -> pathlib.Path:
     """Writes a folder that ``transformers.AutoModelFor<Task>.from_pretrained`` loads.
 
@@ -517,8 +522,17 @@ def save_pretrained(
     ``architectures`` and the label count set for the task; weights go to
     ``model.safetensors`` as float32, pruned zeros included.
 
+    Args:
+      labels: the class each output of a classifier predicts, in output order (e.g.
+        ``jaxprune.data.GLUE_TASKS["sst2"].names``), written as ``id2label`` /
+        ``label2id``: what tells ``jaxprune eval`` and a later distillation which output is
+        which label (without it they refuse a trained head; ``--set model_labels=...``).
+
     Returns:
       The folder.
+
+    Raises:
+      ValueError: ``labels`` of another length than the model's outputs, or repeated.
     """
     out = pathlib.Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -529,8 +543,16 @@ def save_pretrained(
         what="params",
         ref_name="the model's parameters",
     )
-    out.mkdir(parents=True, exist_ok=True)
     config = hf_config(model)
+    if labels is not None:
+        names = [str(n) for n in labels]
+        if len(names) != config.num_labels or len(set(names)) != len(names):
+            raise ValueError(
+                f"labels={names} must name each of the model's {config.num_labels} outputs once"
+            )
+        config.id2label = dict(enumerate(names))
+        config.label2id = {n: i for i, n in enumerate(names)}
+    out.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(out)
     transpose = _transposes(model)
     tensors = {}

@@ -540,13 +540,22 @@ def _by_path(masks: Any, params: Any) -> list[Any]:
 def apply(params: Any, masks: Any) -> Any:
     """Zeroes the pruned entries: ``where(mask, param, 0)``; leaves with a ``None`` mask pass.
 
-    Masks are matched to params by path (see :func:`sparsity_report`)."""
+    Masks are matched to params by path (see :func:`sparsity_report`). On Explicit mesh
+    axes a mask laid out otherwise than its param (``Sharding(shard_state=True)`` splits
+    masks over ``data``, not params) is resharded to the param's layout first."""
     flat, treedef = jax.tree.flatten(params)
-    out = [
-        p if m is None else jnp.where(m, p, jnp.zeros_like(p))
-        for m, p in zip(_by_path(masks, params), flat, strict=True)
-    ]
-    return jax.tree.unflatten(treedef, out)
+
+    def one(m: Any, p: Any) -> Any:
+        if m is None:
+            return p
+        sharding = explicit_sharding(p) if isinstance(p, jax.Array) else None
+        if sharding is not None and jax.typeof(m).sharding != sharding:
+            m = jax.sharding.reshard(m, sharding)
+        return jnp.where(m, p, jnp.zeros_like(p))
+
+    return jax.tree.unflatten(
+        treedef, [one(m, p) for m, p in zip(_by_path(masks, params), flat, strict=True)]
+    )
 
 
 def sparsity(tree: Any, prunable: paths.Prunable | None = None) -> jax.Array:

@@ -1,7 +1,7 @@
 """Plan a run at its real shapes without weights or an accelerator: compile, size, project.
 
     jaxprune plan --config experiments/configs/pins_glue.py:rte-80-pins --devices 8 --layout dp
-    jaxprune plan --config experiments/configs/smp_table1.py --devices 8 32 --layout dp fsdp \
+    jaxprune plan --config experiments/configs/smp_table1.py --devices 8 32 --layout dp fsdp zero \
         --out experiments/results/scale
 
 For a :class:`~jaxprune.recipes.Job`, :func:`plan` builds the model at its published
@@ -75,11 +75,14 @@ TRAIN_EXAMPLES = {
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """A mesh of ``data x model`` devices; ``fsdp``: params sharded over ``data`` too."""
+    """A mesh of ``data x model`` devices; ``fsdp``: params sharded over ``data`` too;
+    ``shard_state``: params replicated, their optimizer / pruning state and the teacher
+    sharded over ``data`` (ZeRO-1 style, ``train.Sharding(shard_state=True)``)."""
 
     data: int
     model: int
     fsdp: bool
+    shard_state: bool = False
 
     @property
     def devices(self) -> int:
@@ -87,16 +90,16 @@ class Layout:
 
     @property
     def name(self) -> str:
-        kind = "fsdp" if self.fsdp else "dp"
+        kind = "fsdp" if self.fsdp else "zero" if self.shard_state else "dp"
         return f"{kind}{self.data}" + (f"x{self.model}" if self.model > 1 else "")
 
 
-def layout_for(job: Job, devices: int, fsdp: bool) -> Layout:
+def layout_for(job: Job, devices: int, fsdp: bool, shard_state: bool = False) -> Layout:
     """The layout of ``job`` on ``devices``: the data axis as large as the global batch
     allows (it must divide it), the rest tensor-parallel (``model``), at least
     ``job.model_parallel``."""
     data = math.gcd(job.batch_size, devices // math.gcd(devices, job.model_parallel))
-    return Layout(data, devices // data, fsdp)
+    return Layout(data, devices // data, fsdp, shard_state)
 
 
 def program_key(job: Job) -> tuple:
@@ -384,14 +387,14 @@ def _program(
     tx = method.optimizer(run, params)
     loss = method.loss(forward, run, teacher_forward)
     mesh = train.make_mesh(layout.data, layout.model, devices=devices[: layout.devices])
-    sharding = train.Sharding(mesh, fsdp=layout.fsdp)
+    sharding = train.Sharding(mesh, fsdp=layout.fsdp, shard_state=layout.shard_state)
     param_sh = sharding.params(params, logical_axes(model))
     state = jax.eval_shape(lambda p: train.init_state(method.init(p), tx, seed=job.seed), params)
-    state_sh = sharding.like_params(state, params, param_sh)
+    state_sh, update_sh = train.state_shardings(sharding, state, params, param_sh)
     teacher = jax.eval_shape(method.initial_teacher, params, dense_teacher)
-    teacher_sh = sharding.like_params(teacher, params, param_sh)
+    teacher_sh = sharding.like_params(teacher, params, sharding.for_state(param_sh, params))
     step = jax.jit(
-        train.train_step_fn(loss, tx),
+        train.train_step_fn(loss, tx, update_sharding=update_sh),
         out_shardings=(state_sh, sharding.replicated),
         donate_argnums=0,
     )

@@ -150,7 +150,12 @@ def _plan_of(r: dict[str, Any]) -> plan.Plan:
     slope = r["slope"]
     return plan.Plan(
         job=Job(**job),
-        layout=plan.Layout(r["layout"]["data"], r["layout"]["model"], r["layout"]["fsdp"]),
+        layout=plan.Layout(
+            r["layout"]["data"],
+            r["layout"]["model"],
+            r["layout"]["fsdp"],
+            r["layout"].get("shard_state", False),
+        ),
         steps=r["steps"],
         train=plan.Executable(**r["train"]),
         slope=None if slope is None else (plan.Executable(**slope[0]), plan.Executable(**slope[1])),
@@ -222,10 +227,12 @@ def markdown(table: Sequence[dict[str, Any]], utilization: float, command: str) 
         "One row per distinct program (variants that differ only in sparsity, learning rates,",
         "schedule steps or seed share it; `(+n)`: n more variants) and layout (`dp8`: data",
         "parallel over 8 devices; `fsdp8`: parameters and optimizer state sharded over them",
-        "too; `dp16x2`: 16-way data x 2-way tensor parallel where the batch does not split",
-        "32 ways). Memory is per device, from XLA:CPU's compiled executable on simulated",
-        "devices (`peak` = arguments + outputs - donated + temporaries); the state columns",
-        "(GiB per device) are exact, the temporaries a projection for other backends.",
+        "too; `zero8`: parameters replicated, optimizer / pruning state and teacher sharded",
+        "over them (ZeRO-1 style, `Job(shard_state=True)`); `dp16x2`: 16-way data x 2-way",
+        "tensor parallel where the batch does not split 32 ways). Memory is per device, from",
+        "XLA:CPU's compiled executable on simulated devices (`peak` = arguments + outputs -",
+        "donated + temporaries); the state columns (GiB per device) are exact, the",
+        "temporaries a projection for other backends.",
         "`x FT`: peak over plain dense fine-tuning (AdamW, no masks) of the same model, task,",
         "batch and layout. Step times are a roofline of XLA's FLOPs and bytes per device at",
         f"{utilization:.0%} of the chip's spec-sheet peak (jaxprune/accelerators.py); run time =",
@@ -307,7 +314,7 @@ def goals(table: Sequence[dict[str, Any]]) -> list[str]:
     peak, and every program fitting a v5e chip on 8 devices (else the layout that does)."""
     out = []
     for method, limit in (("pins", 1.6), ("smp", 1.1), ("smp_s", 1.1)):
-        for kind in ("dp", "fsdp"):
+        for kind in ("dp", "zero", "fsdp"):
             ratios = [
                 r["vs_fine_tuning"]
                 for r in table

@@ -1,7 +1,7 @@
 """Trains a tiny BERT with masked_optimizer through the engine; run as a subprocess.
 
     python tests/engine_worker.py --out OUT.npz --run-dir DIR [--devices 8 --data 4 --model 2]
-        [--fsdp] [--axis-types auto|explicit|mixed] [--set-mesh] [--steps 20]
+        [--fsdp | --shard-state] [--axis-types auto|explicit|mixed] [--set-mesh] [--steps 20]
         [--checkpoint-every 3]
         [--coordinator 127.0.0.1:PORT --num-processes 2 --process-id I --heartbeat-timeout S]
         [--sleep-at STEP --sleep-seconds S] [--nan-at STEP]
@@ -33,6 +33,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--data", type=int, default=1)
     p.add_argument("--model", type=int, default=1)
     p.add_argument("--fsdp", action="store_true")
+    p.add_argument("--shard-state", action="store_true", help="ZeRO-1 style, params replicated")
     p.add_argument("--axis-types", choices=["auto", "explicit", "mixed"])
     p.add_argument("--set-mesh", action="store_true", help="run under jax.set_mesh(mesh)")
     p.add_argument("--steps", type=int, default=20)
@@ -118,13 +119,14 @@ def run(args: argparse.Namespace, mesh) -> None:
         update_every=jaxprune.schedules.every(4, final_from=14),
         learning_rate=1e-3,
     )
-    layout = train.Sharding(mesh, fsdp=args.fsdp)
+    layout = train.Sharding(mesh, fsdp=args.fsdp, shard_state=args.shard_state)
     param_sh = layout.params(params, logical_axes(model))
     state = train.init_state(params, tx, seed=0)
-    state_sh = layout.like_params(state, params, param_sh)
+    state_sh, update_sh = train.state_shardings(layout, state, params, param_sh)
     state = jax.device_put(state, state_sh)
+    loss = train.supervised_loss(forward, "classification")
     step = jax.jit(
-        train.train_step_fn(train.supervised_loss(forward, "classification"), tx),
+        train.train_step_fn(loss, tx, update_sharding=update_sh),
         out_shardings=(state_sh, layout.replicated),
         donate_argnums=0,
     )

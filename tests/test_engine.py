@@ -63,10 +63,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-LAYOUTS = {  # 8 devices: flags, and the spec of the query kernel (heads on `model`)
-    "dp": (["--data", "8"], "P(None, 'model')"),
-    "tp": (["--data", "4", "--model", "2"], "P(None, 'model')"),
-    "fsdp": (["--data", "4", "--model", "2", "--fsdp"], "P('data', 'model')"),
+LAYOUTS = {  # 8 devices: flags, and the specs of the query kernel (heads on `model`) and of
+    # its state (mask, criterion, Adam moments)
+    "dp": (["--data", "8"], "P(None, 'model')", "P(None, 'model')"),
+    "tp": (["--data", "4", "--model", "2"], "P(None, 'model')", "P(None, 'model')"),
+    "fsdp": (["--data", "4", "--model", "2", "--fsdp"], "P('data', 'model')", "P('data', 'model')"),
+    "zero": (
+        ["--data", "4", "--model", "2", "--shard-state"],
+        "P(None, 'model')",
+        "P('data', 'model')",
+    ),
 }
 AXIS_TYPES = {  # mesh axis types (data, model) each --axis-types gives
     "auto": ["Auto", "Auto"],
@@ -75,8 +81,15 @@ AXIS_TYPES = {  # mesh axis types (data, model) each --axis-types gives
 }
 # (axis types, layout, under jax.set_mesh): every axis type in every layout; the default run
 # covers each axis type and each layout once, with and without jax.set_mesh.
-MATRIX = [("explicit", "tp", True), ("mixed", "fsdp", False), ("auto", "dp", True)]
+MATRIX = [
+    ("explicit", "tp", True),
+    ("mixed", "fsdp", False),
+    ("auto", "dp", True),
+    ("explicit", "zero", False),
+]
 SLOW_MATRIX = [
+    ("auto", "zero", True),
+    ("mixed", "zero", False),
     ("explicit", "dp", False),
     ("explicit", "fsdp", True),
     ("mixed", "dp", True),
@@ -92,15 +105,17 @@ SLOW_MATRIX = [
     ids=lambda v: ("set_mesh" if v else "no_mesh") if isinstance(v, bool) else v,
 )
 def test_sharded_step_matches_one_device(tmp_path, reference, axis_types, layout, set_mesh):
-    flags, spec = LAYOUTS[layout]
+    flags, spec, state_spec = LAYOUTS[layout]
     flags = ["--devices", "8", *flags, "--axis-types", axis_types, "--checkpoint-every", "100"]
     out = run_worker(tmp_path, "sharded", *flags, *(["--set-mesh"] if set_mesh else []))
     assert_same(load(out), reference, tol=1e-5)
     seen = json.loads(out.with_suffix(".json").read_text())
     assert seen["axis_types"] == AXIS_TYPES[axis_types]
-    # params, their masks, the criterion state and Adam's moments are sharded alike
-    state = ("query_kernel", "query_mask", "query_importance", "query_adam_mu")
-    assert {key: seen[key] for key in state} == dict.fromkeys(state, spec)
+    # the masks, the criterion state and Adam's moments are sharded alike (and like the
+    # params but for `zero`, where they are split over `data` too)
+    assert seen["query_kernel"] == spec
+    state = ("query_mask", "query_importance", "query_adam_mu")
+    assert {key: seen[key] for key in state} == dict.fromkeys(state, state_spec)
     assert seen["addressable_shards"] == 8
 
 
@@ -258,3 +273,28 @@ def test_nan_stops_with_step_and_last_checkpoint(tmp_path):
     assert proc.returncode != 0
     assert "non-finite loss or gradients at step 7" in proc.stderr
     assert "checkpoints/latest/6" in proc.stderr
+
+
+def test_a_recipe_with_sharded_state_exports_what_data_parallel_exports(tmp_path):
+    """``Job(shard_state=True)`` on 8 devices (PINS: masks, criterion, Adam moments and the
+    self-teacher split over ``data``, params replicated) trains, refreshes its teacher,
+    evaluates and exports the data-parallel run's model (before the fix, the export's
+    ``masks.apply`` of split masks on replicated params failed on Explicit axes)."""
+    worker = Path(__file__).with_name("recipe_worker.py")
+    for flags in ([], ["--shard-state"]):
+        done = subprocess.run(
+            [sys.executable, str(worker), str(tmp_path), "pins", *flags],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            cwd=worker.parent,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    zero, dp = load(tmp_path / "pins-zero.npz"), load(tmp_path / "pins-dp.npz")
+    for key in dp:  # every exported tensor, pruned zeros included
+        np.testing.assert_array_equal(zero[key] == 0, dp[key] == 0, err_msg=key)
+        np.testing.assert_allclose(zero[key], dp[key], atol=1e-6, rtol=0, err_msg=key)
+    results = [json.loads((tmp_path / f"pins-{k}.json").read_text()) for k in ("zero", "dp")]
+    assert results[0]["sparsity"] == results[1]["sparsity"] == 0.5
+    assert results[0]["dev"] == results[1]["dev"]
+    assert results[0]["job"]["shard_state"] and not results[1]["job"]["shard_state"]

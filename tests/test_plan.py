@@ -224,8 +224,9 @@ def test_accelerator_projection_is_a_roofline():
 
 @pytest.mark.slow
 def test_plan_cli_on_simulated_meshes(world, tmp_path):
-    """Two variants that differ only in sparsity share a row; dp and FSDP on 2 and 4 devices;
-    FSDP holds a quarter of the params per device on 4; a rerun compiles nothing."""
+    """Two variants that differ only in sparsity share a row; dp, FSDP and ZeRO-style state
+    sharding on 2 and 4 devices; FSDP holds a quarter of the params per device on 4, the
+    zero layout all the params and a quarter of their state; a rerun compiles nothing."""
     config = tmp_path / "tiny.py"
     config.write_text(
         "from jaxprune.recipes.job import Job\n"
@@ -236,16 +237,22 @@ def test_plan_cli_on_simulated_meshes(world, tmp_path):
     )
     out = tmp_path / "scale"
     command = [sys.executable, "-m", "jaxprune.cli", "plan", "--config", str(config),
-               "--devices", "2", "4", "--layout", "dp", "fsdp", "--out", str(out)]  # fmt: skip
+               "--devices", "2", "4", "--layout", "dp", "fsdp", "zero",
+               "--out", str(out)]  # fmt: skip
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((out / "plan.json").read_text())
-    assert len(rows) == 2 * 4  # two programs x four layouts
+    assert len(rows) == 2 * 6  # two programs x six layouts
     by = {(r["method"], r["layout"]): r for r in rows}
     assert by[("magnitude", "dp2")]["variants"] == ["a-50", "a-90"]
     dp, fsdp = by[("magnitude", "dp4")], by[("magnitude", "fsdp4")]
     assert fsdp["state_gib"]["params"] < 0.3 * dp["state_gib"]["params"]
+    dp, zero = by[("pins", "dp4")], by[("pins", "zero4")]
+    assert zero["state_gib"]["params"] == dp["state_gib"]["params"]
+    for kind in ("adam", "masks", "criterion"):
+        assert zero["state_gib"][kind] < 0.3 * dp["state_gib"][kind], kind
+    assert 0 < zero["teacher_gib"] < 0.3 * dp["teacher_gib"]
     assert by[("pins", "dp2")]["vs_fine_tuning"] > by[("magnitude", "dp2")]["vs_fine_tuning"] > 1
     assert by[("pins", "dp2")]["largest_batch"]["tpu-v5e"] > 1000  # a tiny model, 16 GiB
     assert by[("pins", "dp4")]["largest_batch"]["tpu-v5e"] is None  # slope on dp2 only

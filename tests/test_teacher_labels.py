@@ -265,3 +265,55 @@ def test_a_misordered_mnli_run_folder_is_refused_by_run(world, tmp_path, monkeyp
     with pytest.raises(RunConfigError, match="teacher_labels"):
         recipes.run(job, run_dir)
     assert json.loads((run_dir / "config.json").read_text()) == saved
+
+
+def test_eval_of_a_classifier_in_another_label_order_scores_the_datasets_labels(world, tmp_path):
+    """``jaxprune eval`` of a checkpoint whose head predicts TextAttack's MNLI order: before
+    the fix its outputs were scored against the dataset's ids as they came. Now the head is
+    put in the dataset's order, so the score equals that of the same classifier saved in the
+    dataset's order (its output columns permuted by hand)."""
+    shuffled = classifier(tmp_path / "ta", TEXTATTACK_MNLI, "sequence-classification")
+    raw = hf.load_pretrained(shuffled, head="sequence-classification", num_labels=3)
+    params = dict(raw.params)
+    params["classifier"] = {
+        "kernel": np.asarray(params["classifier"]["kernel"])[:, [1, 2, 0]],
+        "bias": np.asarray(params["classifier"]["bias"])[[1, 2, 0]],
+    }
+    ordered = tmp_path / "ordered"
+    hf.save_pretrained(raw.model, params, ordered, tokenizer=raw.tokenizer)
+    config_json(ordered, ["entailment", "neutral", "contradiction"])
+    job = Job(
+        model=str(shuffled),
+        task="mnli",
+        method="dense",
+        max_length=32,
+        eval_subset=8,
+        data_dir=str(world["data"]),
+    )
+    assert labels.model_order(job) == (1, 2, 0)
+    as_saved = recipes.evaluate(job)
+    assert as_saved == recipes.evaluate(dataclasses.replace(job, model=str(ordered)))
+    assert as_saved == recipes.evaluate(  # the order given explicitly agrees
+        dataclasses.replace(job, model_labels=(1, 2, 0))
+    )
+    with pytest.raises(ValueError, match=r"model_labels=\(2, 1, 0\) contradicts"):
+        recipes.evaluate(dataclasses.replace(job, model_labels=(2, 1, 0)))
+
+
+@pytest.mark.parametrize("names", [["LABEL_0", "LABEL_1", "LABEL_2"], ["a", "b", "c"]])
+def test_a_trained_head_whose_order_is_unknown_is_refused(world, tmp_path, names, no_loading):
+    folder = config_json(tmp_path, names, architectures=["BertForSequenceClassification"])
+    job = Job(model=str(folder), task="mnli", method="dense")
+    with pytest.raises(ValueError, match=r"--set model_labels=0,1,2 if .* model_labels=1,2,0"):
+        recipes.validate(job, train=False)
+    assert labels.model_order(dataclasses.replace(job, model_labels=(0, 1, 2))) == (0, 1, 2)
+
+
+def test_a_new_head_needs_no_order_and_takes_none(world, tmp_path, no_loading):
+    job = tiny_job(world)  # a base checkpoint: its sst2 head is new
+    assert labels.model_order(job) is None
+    with pytest.raises(ValueError, match=r"model_labels=\(1, 0\): .* has no trained sst2 head"):
+        labels.model_order(dataclasses.replace(job, model_labels=(1, 0)))
+    two = config_json(tmp_path, ["a", "b"], architectures=["BertForSequenceClassification"])
+    with pytest.raises(ValueError, match=r"not a mnli classifier"):
+        labels.model_order(dataclasses.replace(job, task="mnli", model=str(two)))

@@ -192,6 +192,7 @@ def validate(job: Job, *, train: bool = True) -> None:
     model_type = check("model", job.model, job.task)
     if job.tokenizer is not None:
         _check_tokenizer(job.tokenizer)
+    labels.model_order(job)  # reads the model's config.json only
     if not train:
         return
     model_family = common.family_of_type(model_type)

@@ -228,7 +228,8 @@ def load_model(
 
     A classifying teacher's output layer is put in the dataset's label order here, the one
     place every recipe's teacher passes (:func:`jaxprune.recipes.labels.teacher_order`; a
-    ValueError when the order is not determined), in its params and in the model.
+    ValueError when the order is not determined), in its params and in the model; so is the
+    model's own trained classifier (:func:`jaxprune.recipes.labels.model_order`).
     """
     seed = 0 if teacher else job.seed
     if job.random_init:
@@ -240,7 +241,7 @@ def load_model(
         loaded = hf.load_pretrained(
             name, head=head, num_labels=num_labels, seed=seed, tokenizer=job.tokenizer
         )
-    order = labels.teacher_order(job, name) if teacher else None
+    order = labels.teacher_order(job, name) if teacher else labels.model_order(job)
     if order is None:
         return loaded
     params = labels.reorder_outputs(loaded.model, loaded.params, order)
@@ -343,7 +344,8 @@ def data_axis(batch_size: int, model_parallel: int, devices: int) -> int:
 def layout_for(job: Job, model: Any, params: Any) -> tuple[train.Sharding, Any]:
     """The (data, model) mesh over every device and the params' shardings."""
     data_axis(job.batch_size, job.model_parallel, jax.device_count())
-    layout = train.Sharding(train.make_mesh(-1, job.model_parallel), fsdp=job.fsdp)
+    mesh = train.make_mesh(-1, job.model_parallel)
+    layout = train.Sharding(mesh, fsdp=job.fsdp, shard_state=job.shard_state)
     return layout, layout.params(params, logical_axes(model))
 
 
@@ -384,16 +386,24 @@ def train_and_export(
     loss = method.loss(forward, run, teacher_forward)
     layout, param_sh = layout_for(job, model, params)
     state = train.init_state(method.init(params), tx, seed=job.seed)
-    state_sh = layout.like_params(state, params, param_sh)
+    state_sh, update_sh = train.state_shardings(layout, state, params, param_sh)
     state = jax.device_put(state, state_sh)
     step = jax.jit(
-        train.train_step_fn(loss, tx),
+        train.train_step_fn(loss, tx, update_sharding=update_sh),
         out_shardings=(state_sh, layout.replicated),
         donate_argnums=0,
     )
-    teacher = method.initial_teacher(params, dense_teacher)
-    if teacher is not None:
-        teacher = jax.device_put(teacher, layout.like_params(teacher, params, param_sh))
+    teacher_sh = layout.for_state(param_sh, params)  # split over `data` with shard_state
+
+    def placed_teacher(teacher: Any) -> Any:
+        if teacher is None:
+            return None
+        return jax.device_put(teacher, layout.like_params(teacher, params, teacher_sh))
+
+    def update_teacher(state: Any, teacher: Any, dev: dict | None) -> Any:
+        return placed_teacher(method.update_teacher(state, teacher, dev))
+
+    teacher = placed_teacher(method.initial_teacher(params, dense_teacher))
     head_forward = getattr(method, "head_forward", None)  # learned-score methods
     evaluate_params = task.evaluate(head_forward(forward, run) if head_forward else forward)
 
@@ -427,7 +437,7 @@ def train_and_export(
         batches=stream,
         evaluate=evaluate_trainable if job.eval_every else None,
         teacher=teacher,
-        update_teacher=method.update_teacher if method.teacher == "self" else None,
+        update_teacher=update_teacher if method.teacher == "self" else None,
         resolved_config=job.as_dict(),
         export=lambda trainable, opt_state: method.export(trainable, opt_state, run),
         may_differ=RESUMABLE_CHANGES,

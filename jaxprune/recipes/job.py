@@ -46,6 +46,10 @@ class Job:
       seed: parameter init of new heads, data order, dropout.
       model_parallel: size of the mesh's ``model`` axis (the rest of the devices is ``data``).
       fsdp: also shard parameters and optimizer state over ``data``.
+      shard_state: shard the optimizer and pruning state (Adam moments, masks, criterion
+        or score state) and a frozen teacher over ``data`` while parameters stay
+        replicated (ZeRO-1 style): data-parallel memory near FSDP's, one all-gather of the
+        updates per step. Implied for the state by ``fsdp``.
       data_dir: local data folder (``JAXPRUNE_DATA_DIR`` when None), else the Hub.
       teacher: fine-tuned dense checkpoint for methods that distil from one (PINS: its
         first self-teacher); refused for a method that uses no teacher.
@@ -56,6 +60,11 @@ class Job:
         teacher's ``id2label``, refused when its names do not fix the order (see
         :func:`jaxprune.recipes.labels.teacher_order`). A permutation of ``0..n-1``; JSON
         lists are taken as tuples.
+      model_labels: the same for ``model``'s own classifier, where its checkpoint carries
+        a trained one for the task (a fine-tuned model to prune, or the model ``jaxprune
+        eval`` scores): entry ``i`` is its output index for the dataset's label ``i``. None:
+        read from its ``id2label``, refused when a trained head's names do not fix the
+        order (:func:`jaxprune.recipes.labels.model_order`); ignored for a new head.
       random_init: start from random weights of the model's architecture (and the
         teacher's) instead of its checkpoint: a smoke test of a paper-scale run where the
         weights are out of reach. ``model`` and ``teacher`` may then be names of
@@ -92,9 +101,11 @@ class Job:
     seed: int = 0
     model_parallel: int = 1
     fsdp: bool = False
+    shard_state: bool = False
     data_dir: str | None = None
     teacher: str | None = None
     teacher_labels: tuple[int, ...] | None = None
+    model_labels: tuple[int, ...] | None = None
     random_init: bool = False
     tokenizer: str | None = None
     label: str = ""
@@ -124,20 +135,22 @@ class Job:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if isinstance(self.teacher_labels, list):  # read back from a run's JSON
-            object.__setattr__(self, "teacher_labels", tuple(self.teacher_labels))
-        order = self.teacher_labels
-        if order is not None and (
-            not isinstance(order, tuple)
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in order)
-            or sorted(order) != list(range(len(order)))
-            or len(order) < 2
-        ):
-            raise ValueError(
-                f"teacher_labels must be a permutation of 0..n-1 (n >= 2: for each of the "
-                f"dataset's n labels, the teacher's output index, e.g. "
-                f"--set teacher_labels=1,2,0), got {order!r}"
-            )
+        for field, whose in (("teacher_labels", "teacher"), ("model_labels", "model")):
+            order = getattr(self, field)
+            if isinstance(order, list):  # read back from a run's JSON
+                order = tuple(order)
+                object.__setattr__(self, field, order)
+            if order is not None and (
+                not isinstance(order, tuple)
+                or not all(isinstance(i, int) and not isinstance(i, bool) for i in order)
+                or sorted(order) != list(range(len(order)))
+                or len(order) < 2
+            ):
+                raise ValueError(
+                    f"{field} must be a permutation of 0..n-1 (n >= 2: for each of the "
+                    f"dataset's n labels, the {whose}'s output index, e.g. "
+                    f"--set {field}=1,2,0), got {order!r}"
+                )
 
     @property
     def options(self) -> dict[str, Any]:
@@ -157,11 +170,11 @@ class Job:
 #: The :class:`Job` fields that cannot change a run's result, so a run folder resumes when
 #: only they differ: where the data lives (``data_dir``: the same published files, moved),
 #: how dev examples are grouped (``eval_batch_size``: the same metrics up to float
-#: rounding), the device layout (``model_parallel``, ``fsdp``: checkpoints restore into any
-#: mesh) and the report's names (``label``, ``reference``). Every other field changes what
-#: is trained or how it is scored.
+#: rounding), the device layout (``model_parallel``, ``fsdp``, ``shard_state``: checkpoints
+#: restore into any mesh) and the report's names (``label``, ``reference``). Every other field
+#: changes what is trained or how it is scored.
 RESUMABLE_CHANGES = frozenset(
-    {"data_dir", "eval_batch_size", "model_parallel", "fsdp", "label", "reference"}
+    {"data_dir", "eval_batch_size", "model_parallel", "fsdp", "shard_state", "label", "reference"}
 )
 
 #: Every :class:`Job` field's default, for run folders written before a field existed.

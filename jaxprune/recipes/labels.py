@@ -226,20 +226,91 @@ def teacher_order(job: Job, teacher: str | None = None) -> tuple[int, ...] | Non
     return read.order
 
 
-def _hint(task: str, n: int) -> str:
-    """What to set when the teacher's order is unknown."""
+def _hint(task: str, n: int, field: str = "teacher_labels", role: str = "teacher") -> str:
+    """What to set when a checkpoint's order is unknown."""
     identity = ",".join(str(i) for i in range(n))
     textattack = (
-        "; TextAttack's MNLI checkpoints: --set teacher_labels=1,2,0 (the PINS authors' "
-        "permutation)"
+        f"; TextAttack's MNLI checkpoints: --set {field}=1,2,0 (the PINS authors' permutation)"
         if task.startswith("mnli") or task == "ax"
         else " (TextAttack's GLUE checkpoints, trained on the glue datasets' label ids)"
     )
     return (
-        f"teacher_labels, for each {task} label in order the teacher's output index: --set "
-        f"teacher_labels={identity} if it was trained on the dataset's label ids as they "
+        f"{field}, for each {task} label in order the {role}'s output index: --set "
+        f"{field}={identity} if it was trained on the dataset's label ids as they "
         f"are{textattack}"
     )
+
+
+def model_order(job: Job) -> tuple[int, ...] | None:
+    """For each of the dataset's labels, the index of the output of ``job.model``'s own
+    classifier that predicts it, where its checkpoint carries one for the task (a fine-tuned
+    model to prune, or the model ``jaxprune eval`` scores); None where no mapping applies:
+    a task without labels, random weights, or a checkpoint without a classification head
+    (a pre-trained body, whose new head learns the dataset's order).
+
+    The order is found as :func:`teacher_order`'s, with ``job.model_labels`` in place of
+    ``teacher_labels``: a trained head whose ``id2label`` does not name the dataset's labels
+    (transformers' generic ``LABEL_0..``, other names) is refused unless ``model_labels``
+    says which output is which, since training or scoring it as it is would read its
+    classes in the wrong order without an error.
+
+    Raises:
+      ValueError: ``model_labels`` set where it orders nothing, of the wrong length or
+        against the checkpoint's names; a head of another size; an order not determined.
+    """
+    given, names = job.model_labels, dataset_labels(job.task)
+    if names is None:
+        if given is not None:
+            raise ValueError(
+                f"model_labels={given!r}: a {job.task} model outputs {_outputs(job.task)}, "
+                f"not labels to reorder; unset it (--set model_labels=None)"
+            )
+        return None
+    n, task = len(names), job.task
+    listed = ", ".join(f"{i} {name}" for i, name in enumerate(names))
+    if given is not None and len(given) != n:
+        raise ValueError(
+            f"model_labels={given!r} has {len(given)} entries, but {task} has {n} labels "
+            f"({listed}): expected a permutation of 0..{n - 1}, entry i the model's output "
+            f"index for label i"
+        )
+    if job.random_init:
+        return given
+    try:
+        config = teacher_config(job.model)
+    except FileNotFoundError:  # loading the model says so; nothing to order before that
+        return given
+    read = _from_config(config, names, _HEAD["token" if task == "conll2003" else "sequence"])
+    if read.why.startswith("its config.json names no"):  # a new head
+        if given is not None:
+            raise ValueError(
+                f"model_labels={given!r}: model={job.model!r} has no trained {task} head "
+                f"({read.why}); unset it (--set model_labels=None)"
+            )
+        return None
+    if read.why.startswith("outputs:"):
+        raise ValueError(
+            f"model={job.model!r} has a classifier of {read.why.removeprefix('outputs:')} "
+            f"outputs (id2label {read.names}), but {task} has {n} labels ({listed}): it is "
+            f"not a {task} classifier; start from its pre-trained body instead"
+        )
+    if given is not None:
+        if read.order is not None and read.order != given:
+            raise ValueError(
+                f"model_labels={given!r} contradicts model={job.model!r}, whose id2label "
+                f"{read.names} puts {task}'s labels ({listed}) at outputs {read.order}; "
+                f"unset model_labels or correct it"
+            )
+        return given
+    if read.order is None:
+        raise ValueError(
+            f"model={job.model!r} carries a trained classifier, but {read.why}, so nothing "
+            f"says which of its outputs is which {task} label ({listed}); scoring or "
+            f"training it in the wrong order gives wrong results without an error. Set "
+            f"{_hint(task, n, 'model_labels', 'model')}; or save it with "
+            f"jaxprune.hf.save_pretrained(..., labels=...) naming its outputs"
+        )
+    return read.order
 
 
 def reorder_outputs(model: Any, params: Any, order: tuple[int, ...]) -> Any:
@@ -264,7 +335,7 @@ def reorder_outputs(model: Any, params: Any, order: tuple[int, ...]) -> Any:
         for dim in dims:
             if leaf.shape[dim] != len(order):
                 raise ValueError(
-                    f"the teacher's {jax.tree_util.keystr(path)} has {leaf.shape[dim]} "
+                    f"{jax.tree_util.keystr(path)} has {leaf.shape[dim]} "
                     f"outputs; its label order has {len(order)}"
                 )
             leaf = jnp.take(leaf, index, axis=dim)
@@ -305,6 +376,7 @@ def resume_defaults(job: Job, order: tuple[int, ...] | None) -> dict[str, Any]:
 
 __all__ = [
     "dataset_labels",
+    "model_order",
     "name_outputs",
     "reorder_outputs",
     "resume_defaults",

@@ -4,7 +4,7 @@ from jaxprune.train import distributed
 from jaxprune.train.checkpoint import Checkpointer, CheckpointError
 from jaxprune.train.loop import LoopConfig, NonFiniteError, fit
 from jaxprune.train.mesh import MeshMismatchError, Sharding, make_mesh
-from jaxprune.train.step import TrainState, init_state, train_step_fn
+from jaxprune.train.step import TrainState, init_state, state_shardings, train_step_fn
 from jaxprune.train.tasks import classification_stats, model_fn, supervised_loss, task_loss
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "init_state",
     "make_mesh",
     "model_fn",
+    "state_shardings",
     "supervised_loss",
     "task_loss",
     "train_step_fn",

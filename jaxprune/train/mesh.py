@@ -4,6 +4,10 @@ A mesh has a ``data`` axis (batch parallelism, and parameter sharding in FSDP mo
 ``model`` axis (tensor parallelism over heads, FFN neurons and the vocabulary). Optimizer
 state leaves (masks, criterion EMAs, Adam moments) take the sharding of the parameter they
 are shaped like, matched by path, so every piece of pruning state lives next to its weight.
+With ``shard_state`` (ZeRO-1 style), that state and a frozen teacher are also split over
+``data`` while the parameters stay replicated: the optimizer updates each device's slice
+and the updated parameters are gathered (:func:`jaxprune.train.train_step_fn`'s
+``update_sharding``).
 
 Either axis may be ``Auto`` (the compiler propagates shardings) or ``Explicit`` (shardings
 are part of the arrays' types, ``jax.typeof``). The models are written for Auto axes: the
@@ -41,6 +45,7 @@ class Sharding:
 
     mesh: Mesh
     fsdp: bool = False  # also shard parameters (and their state) over `data`, on `embed`
+    shard_state: bool = False  # shard optimizer / pruning state and teacher over `data`
 
     def __post_init__(self) -> None:
         if not set(AXES) <= set(self.mesh.axis_names):
@@ -105,6 +110,29 @@ class Sharding:
         return jax.tree.unflatten(
             treedef, [one(k, p, s) for (k, p), s in zip(flat, specs, strict=True)]
         )
+
+    def for_state(self, param_shardings: Any, params: Any) -> Any:
+        """The shardings of state shaped like each parameter (optimizer moments, masks,
+        criterion state, a frozen teacher): the parameter's own; with ``shard_state`` also
+        split over ``data`` on the first dimension that axis divides and no other axis
+        shards (kept as the parameter's where none does, e.g. under ``fsdp``)."""
+        if not self.shard_state:
+            return param_shardings
+        size = dict(self.mesh.shape)["data"]
+
+        def one(s: NamedSharding, p: Any) -> NamedSharding:
+            spec = tuple(s.spec) + (None,) * (np.ndim(p) - len(s.spec))
+            used = {a for entry in spec if entry for a in np.atleast_1d(entry)}
+            if "data" in used or size == 1:
+                return s
+            for i, (dim, entry) in enumerate(zip(np.shape(p), spec, strict=True)):
+                if entry is None and dim % size == 0:
+                    return NamedSharding(
+                        self.mesh, PartitionSpec(*spec[:i], "data", *spec[i + 1 :])
+                    )
+            return s
+
+        return jax.tree.map(one, param_shardings, params)
 
     def like_params(self, tree: Any, params: Any, param_shardings: Any) -> Any:
         """Shardings for any pytree (optimizer state, train state) whose leaves are either

@@ -9,7 +9,10 @@ dropout RNG, gradient accumulation, the (masked) optimizer, and non-finite detec
 On a mesh with Explicit axes (``train.make_mesh``'s default) the loss and its gradients are
 computed with every axis Auto, so losses and models written for Auto meshes run unchanged;
 the gradients come out typed like their parameters and the optimizer runs in Explicit mode,
-so its state is sharded like the parameters by construction.
+so its state is sharded like the parameters by construction. With ``update_sharding``
+(:func:`state_shardings`, ``Sharding(shard_state=True)``) the optimizer sees gradients and
+parameters resharded like its state, so each device updates its slice (ZeRO-1 style), and
+the updates are gathered back to the parameters' layout.
 """
 
 from __future__ import annotations
@@ -51,12 +54,55 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
+def state_shardings(
+    layout: mesh_lib.Sharding, state: TrainState, params: Any, param_shardings: Any
+) -> tuple[TrainState, Any]:
+    """Shardings of ``state`` on ``layout``, and those its optimizer update runs in (the
+    ``update_sharding`` of :func:`train_step_fn`: None unless ``layout.shard_state``).
+
+    ``state.params`` is laid out like ``params`` (by path, see ``Sharding.like_params``);
+    the optimizer state like :meth:`Sharding.for_state`; step and RNG replicated.
+    """
+    state_like = layout.for_state(param_shardings, params)
+    shardings = TrainState(
+        step=layout.replicated,
+        params=layout.like_params(state.params, params, param_shardings),
+        opt_state=layout.like_params(state.opt_state, params, state_like),
+        rng=layout.replicated,
+    )
+    update = layout.like_params(state.params, params, state_like) if layout.shard_state else None
+    return shardings, update
+
+
+def _on_axes(entry: Any, axes: set[str]) -> Any:
+    """A ``PartitionSpec`` entry restricted to mesh ``axes`` (None if none is left)."""
+    names = [a for a in ((entry,) if isinstance(entry, str) else entry or ()) if a in axes]
+    return None if not names else names[0] if len(names) == 1 else tuple(names)
+
+
+def _constrained(tree: Any, shardings: Any, mesh: AbstractMesh) -> Any:
+    """``tree`` laid out as ``shardings`` (a pytree of ``NamedSharding``): resharded on a
+    mesh with Explicit axes, a sharding constraint on an Auto one."""
+
+    def one(x: jax.Array, s: NamedSharding) -> jax.Array:
+        if mesh.empty:
+            return jax.lax.with_sharding_constraint(x, s)
+        if mesh.explicit_axes:  # the spec on those axes only (the others are Auto)
+            explicit = set(mesh.explicit_axes)
+            spec = [_on_axes(entry, explicit) for entry in s.spec]
+            return jax.sharding.reshard(x, NamedSharding(mesh, PartitionSpec(*spec)))
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, s.spec))
+
+    return jax.tree.map(one, tree, shardings)
+
+
 def train_step_fn(
     loss_fn: LossFn,
     tx: optax.GradientTransformation,
     *,
     grad_accum: int = 1,
     on_nonfinite: Literal["stop", "skip"] = "stop",
+    update_sharding: Any = None,
 ) -> Callable[[TrainState, dict, Any], tuple[TrainState, dict]]:
     """The (unjitted) train step ``(state, batch, teacher) -> (state, metrics)``.
 
@@ -67,6 +113,9 @@ def train_step_fn(
         their gradients before one optimizer step.
       on_nonfinite: ``"stop"`` applies the update anyway and reports ``finite=False`` so the
         loop stops; ``"skip"`` keeps params and optimizer state unchanged for that step.
+      update_sharding: ``NamedSharding`` per parameter (from :func:`state_shardings`): the
+        optimizer update runs on gradients and parameters laid out so, its result is laid
+        out like the parameters again. None: as the parameters are.
 
     Returns:
       A pure function; ``metrics`` holds ``loss``, ``grad_norm``, ``finite`` and ``aux``.
@@ -113,7 +162,20 @@ def train_step_fn(
         (loss, aux), grads = mesh_lib.auto_axes_call(
             grads_of, mesh, out_sharding, state.params, batch, dropout_rng, teacher, state.step
         )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        if update_sharding is None:
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        else:
+            updates, opt_state = tx.update(
+                _constrained(grads, update_sharding, mesh),
+                state.opt_state,
+                _constrained(state.params, update_sharding, mesh),
+            )
+            if mesh.explicit_axes:  # back to the parameters' type (Auto: out_shardings)
+                updates = jax.tree.map(
+                    lambda u, p: jax.sharding.reshard(u, mesh_lib.typed_sharding(mesh, p)),
+                    updates,
+                    state.params,
+                )
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & _all_finite(grads)
         if on_nonfinite == "skip":
@@ -129,5 +191,6 @@ __all__ = [
     "LossFn",
     "TrainState",
     "init_state",
+    "state_shardings",
     "train_step_fn",
 ]
