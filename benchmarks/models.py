@@ -19,6 +19,9 @@ Three parts are timed, each in tokens/s of the padded batch:
 Compilation and one warm-up call per part are excluded. Frameworks are interleaved within
 each round (jax, torch, jax, torch, ...) and every row reports the median over rounds; the
 jax/torch column is the median of the per-round throughput ratios (> 1: jaxprune faster).
+Below the table, the libraries' own float32 matmuls at the model's three dense shapes
+(XLA:CPU's ``jnp.dot`` against ``torch.matmul``): the ceiling of the step's ratio where the
+dense layers dominate it.
 
 Investigation switches (JAX side unless said): ``--xla-flags`` re-executes the script with
 ``XLA_FLAGS`` set; ``--dtype bfloat16`` computes in bf16 (torch: ``torch.autocast`` bf16);
@@ -334,6 +337,44 @@ def measure(
     return samples
 
 
+def matmul_reference(tokens: int, cfg: Any, threads: int, calls: int = 20) -> list[str]:
+    """The libraries' own float32 matmul throughput at the model's dense shapes, jitted
+    ``jnp.dot`` (XLA:CPU) against ``torch.matmul`` (2 intra-op threads as the step), best
+    of 3 x ``calls``: the ceiling a model step's jax/torch ratio sits under when the dense
+    layers dominate it."""
+    import torch
+
+    torch.set_num_threads(threads)
+    h, f = cfg.hidden_size, cfg.intermediate_size
+    dot = jax.jit(jnp.dot)
+    lines = []
+    for k, n in ((h, h), (h, f), (f, h)):
+        rng = np.random.default_rng(0)
+        a, b = rng.random((tokens, k), np.float32), rng.random((k, n), np.float32)
+        ja, jb, ta, tb = jnp.asarray(a), jnp.asarray(b), torch.from_numpy(a), torch.from_numpy(b)
+        calls_of = {
+            "jax": lambda ja=ja, jb=jb: dot(ja, jb).block_until_ready(),
+            "torch": lambda ta=ta, tb=tb: torch.matmul(ta, tb),
+        }
+        seconds = {}
+        for name, call in calls_of.items():
+            call()
+            best = float("inf")
+            for _ in range(3):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    call()
+                best = min(best, (time.perf_counter() - start) / calls)
+            seconds[name] = best
+        gflop = 2 * tokens * k * n / 1e9
+        lines.append(
+            f"matmul {tokens}x{k} @ {k}x{n}: jax {gflop / seconds['jax']:.0f} GFLOP/s, torch "
+            f"{gflop / seconds['torch']:.0f} GFLOP/s, jax/torch "
+            f"{seconds['torch'] / seconds['jax']:.2f}x"
+        )
+    return lines
+
+
 def print_table(
     samples: dict[tuple[str, str], list[float]], tokens: int, flops: float, parts: list[str]
 ) -> None:
@@ -417,6 +458,10 @@ def main() -> None:
         flops = model_flops(_MiniLMShape, args.batch, args.seq)
     print()
     print_table(samples, tokens, flops, args.parts)
+    if {"jax", "torch"} <= set(benches):
+        print()
+        for line in matmul_reference(tokens, benches["jax"].cfg, args.threads):
+            print(line)
     print(f"\nwall time: {time.perf_counter() - start:.0f} s")
 
 
