@@ -1,0 +1,165 @@
+"""One-shot pruning of a layer (issue 20): Wanda and SparseGPT against direct numpy
+implementations of the papers' equations on small layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jaxprune import oneshot
+
+IN, OUT, TOKENS = 32, 12, 256
+
+
+def layer(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A kernel (in, out) and calibration inputs (tokens, in) with correlated features of
+    unequal scales, as a language model's activations have."""
+    rng = np.random.default_rng(seed)
+    mix = rng.normal(size=(IN, IN)) / np.sqrt(IN) + np.eye(IN)
+    x = rng.normal(size=(TOKENS, IN)) @ mix * rng.uniform(0.2, 3.0, size=IN)
+    return rng.normal(size=(IN, OUT)).astype(np.float32), x.astype(np.float32)
+
+
+def stats_of(x: np.ndarray) -> oneshot.InputStats:
+    return oneshot.accumulate(oneshot.init_stats(x.shape[1]), x)
+
+
+def wanda_reference(kernel, x, sparsity=None, nm=None):
+    """Wanda's metric |W_ij| * ||X_i||_2, each output's inputs compared (pruned: the
+    int(in * s) smallest by a stable sort), or the (m - n) smallest of every m inputs."""
+    scores = (
+        np.abs(kernel.astype(np.float64)) * np.linalg.norm(x.astype(np.float64), axis=0)[:, None]
+    )
+    keep = np.ones_like(kernel, bool)
+    for o in range(kernel.shape[1]):
+        if nm is None:
+            keep[np.argsort(scores[:, o], kind="stable")[: int(IN * sparsity)], o] = False
+        else:
+            n, m = nm
+            for g in range(0, IN, m):
+                keep[g + np.argsort(scores[g : g + m, o], kind="stable")[: m - n], o] = False
+    return keep
+
+
+def sparsegpt_reference(kernel, x, sparsity=None, nm=None, blocksize=8, percdamp=0.01):
+    """Column-by-column optimal brain surgeon in float64, straight from the equations, with
+    no Cholesky trick and no lazy updates: at input column j the remaining inputs are
+    F = {j, ..., in-1}; the saliency of w_j is w_j^2 / [H_F^-1]_jj and pruning it moves the
+    row by -w_j / [H_F^-1]_jj * [H_F^-1]_j,F. Masks are chosen at each block's first column
+    from the current weights (unstructured), or at each group of m (N:M)."""
+    w = kernel.T.astype(np.float64).copy()  # (out, in)
+    h = x.T.astype(np.float64) @ x.astype(np.float64)
+    h += percdamp * np.mean(np.diag(h)) * np.eye(IN)
+    inv_diag = np.array([np.linalg.inv(h[j:, j:])[0, 0] for j in range(IN)])
+    pruned = np.zeros_like(w, bool)
+    for j in range(IN):
+        if sparsity is not None and j % blocksize == 0:
+            cols = slice(j, j + blocksize)
+            sal = w[:, cols] ** 2 / inv_diag[cols]  # w_j^2 / [H_F^-1]_jj
+            threshold = np.sort(sal.ravel())[int(sal.size * sparsity)]
+            pruned[:, cols] = sal <= threshold
+        if nm is not None and j % nm[1] == 0:
+            n, m = nm
+            sal = w[:, j : j + m] ** 2 / inv_diag[j : j + m]
+            for r in range(w.shape[0]):
+                pruned[r, j + np.argsort(sal[r], kind="stable")[: m - n]] = True
+        inv_f = np.linalg.inv(h[j:, j:])
+        q = np.where(pruned[:, j], 0.0, w[:, j])
+        w[:, j:] -= np.outer((w[:, j] - q) / inv_f[0, 0], inv_f[0])
+        w[:, j] = q
+    return w.T, ~pruned.T
+
+
+def reconstruction_error(kernel, pruned, x) -> float:
+    return float(np.sum((x.astype(np.float64) @ (kernel - pruned).astype(np.float64)) ** 2))
+
+
+@pytest.mark.parametrize("sparsity, nm", [(0.5, None), (0.7, None), (None, (2, 4))])
+def test_wanda_matches_the_papers_metric(sparsity, nm):
+    kernel, x = layer()
+    pruned, keep = oneshot.wanda(kernel, stats_of(x), sparsity=sparsity, nm=nm)
+    want = wanda_reference(kernel, x, sparsity, nm)
+    np.testing.assert_array_equal(np.asarray(keep), want)
+    np.testing.assert_array_equal(np.asarray(pruned), np.where(want, kernel, 0))  # kept as is
+
+
+@pytest.mark.parametrize("sparsity, nm", [(0.5, None), (0.6, None), (None, (2, 4)), (None, (4, 8))])
+def test_sparsegpt_matches_the_direct_obs_equations(sparsity, nm):
+    """Blocks of 8 inputs, so 4 blocks of lazy updates and mask choices are exercised."""
+    kernel, x = layer(1)
+    pruned, keep = oneshot.sparsegpt(kernel, stats_of(x), sparsity=sparsity, nm=nm, blocksize=8)
+    want, want_keep = sparsegpt_reference(kernel, x, sparsity, nm)
+    np.testing.assert_array_equal(np.asarray(keep), want_keep)
+    np.testing.assert_allclose(np.asarray(pruned), want, atol=2e-4, rtol=2e-4)
+    assert np.all(np.asarray(pruned)[~np.asarray(keep)] == 0)  # exact zeros
+
+
+@pytest.mark.parametrize("sparsity, nm", [(0.5, None), (0.7, None), (None, (2, 4))])
+def test_sparsegpt_reconstructs_better_than_wanda_and_magnitude(sparsity, nm):
+    """The papers' order on the calibration set: SparseGPT < Wanda < magnitude in
+    ||X W - X W_pruned||^2, at the same sparsity."""
+    kernel, x = layer(2)
+    stats = stats_of(x)
+    errors = {
+        name: reconstruction_error(
+            kernel, np.asarray(fn(kernel, *args, sparsity=sparsity, nm=nm)[0]), x
+        )
+        for name, fn, args in (
+            ("sparsegpt", oneshot.sparsegpt, (stats,)),
+            ("wanda", oneshot.wanda, (stats,)),
+            ("magnitude", oneshot.magnitude, ()),
+        )
+    }
+    assert errors["sparsegpt"] < errors["wanda"] < errors["magnitude"], errors
+
+
+@pytest.mark.parametrize("method", [oneshot.sparsegpt, oneshot.wanda, oneshot.magnitude])
+@pytest.mark.parametrize("nm", [(2, 4), (4, 8)])
+def test_nm_patterns_are_exact(method, nm):
+    kernel, x = layer(3)
+    args = () if method is oneshot.magnitude else (stats_of(x),)
+    pruned, keep = method(kernel, *args, nm=nm)
+    n, m = nm
+    groups = np.asarray(keep).reshape(IN // m, m, OUT)
+    assert np.all(groups.sum(axis=1) == n)
+    assert np.all((np.asarray(pruned) != 0) <= np.asarray(keep))
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.6])
+def test_unstructured_sparsity_is_reached(sparsity):
+    kernel, x = layer(4)
+    stats = stats_of(x)
+    for fn, args in (
+        (oneshot.sparsegpt, (stats,)),
+        (oneshot.wanda, (stats,)),
+        (oneshot.magnitude, ()),
+    ):
+        _, keep = fn(kernel, *args, sparsity=sparsity)
+        assert 1 - np.asarray(keep).mean() == pytest.approx(sparsity, abs=1 / OUT), fn.__name__
+
+
+def test_padding_is_left_out_of_the_statistics():
+    _, x = layer()
+    padded = np.concatenate([x, np.full((7, IN), 5.0, np.float32)])
+    weights = np.concatenate([np.ones(TOKENS), np.zeros(7)])
+    stats = oneshot.accumulate(oneshot.init_stats(IN), padded.reshape(1, -1, IN), weights[None])
+    want = x.T.astype(np.float64) @ x
+    np.testing.assert_allclose(np.asarray(stats.gram), want, atol=1e-6 * np.abs(want).max())
+    assert float(stats.tokens) == TOKENS
+
+
+def test_misuse_is_refused():
+    kernel, x = layer()
+    stats = stats_of(x)
+    with pytest.raises(ValueError, match=r"either sparsity= .* or nm="):
+        oneshot.wanda(kernel, stats, sparsity=0.5, nm=(2, 4))
+    with pytest.raises(ValueError, match=r"either sparsity= .* or nm="):
+        oneshot.sparsegpt(kernel, stats)
+    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
+        oneshot.magnitude(kernel, sparsity=1.0)
+    with pytest.raises(ValueError, match="statistics of 16 features for a kernel of 32"):
+        oneshot.sparsegpt(kernel, stats_of(x[:, :16]), sparsity=0.5)
+    with pytest.raises(ValueError, match="do not split by 5"):
+        oneshot.wanda(kernel, stats, nm=(2, 5))
+    with pytest.raises(ValueError, match="blocksize=6 must be a multiple of m=4"):
+        oneshot.sparsegpt(kernel, stats, nm=(2, 4), blocksize=6)
