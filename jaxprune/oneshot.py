@@ -19,11 +19,17 @@ Each returns ``(kernel, mask)``: the pruned kernel with exact zeros and the bool
 kept), both (in, out). ``sparsity`` is the fraction pruned; ``nm=(n, m)`` keeps ``n`` of every
 ``m`` consecutive inputs of each output (axis 0 of the kernel, as
 :func:`jaxprune.masks.nm`: the 2:4 pattern of sparse tensor cores).
+
+:func:`prune` does a whole model: layer after layer (the ``.../layer/<i>/`` index of the
+paths), each layer's statistics taken with the layers before it already pruned, as the
+papers do.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import re
+from collections.abc import Iterable
+from typing import Any, Literal, NamedTuple
 
 import chex
 import jax
@@ -31,6 +37,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxprune import masks as masks_lib
+from jaxprune import paths
 
 
 class InputStats(NamedTuple):
@@ -204,11 +211,152 @@ def sparsegpt(
     return jnp.where(keep, w.T, 0.0).astype(dtype), keep
 
 
+Method = Literal["magnitude", "wanda", "sparsegpt"]
+_LAYER = re.compile(r"/(?:layer|layers|h)/(\d+)/")
+
+
+def _groups(kernels: list[str]) -> list[list[str]]:
+    """The kernels' paths by layer index, in layer order; paths without one come last."""
+    by_layer: dict[int, list[str]] = {}
+    for path in kernels:
+        match = _LAYER.search("/" + path)
+        by_layer.setdefault(int(match.group(1)) if match else 1 << 30, []).append(path)
+    return [by_layer[i] for i in sorted(by_layer)]
+
+
+def _calibration_stats(
+    forward: Any, params: Any, batches: list[dict], wanted: list[str]
+) -> dict[str, InputStats]:
+    """The :class:`InputStats` of the ``wanted`` kernels' inputs over ``batches``, from the
+    :class:`jaxprune.models.layers.Dense` calls of one forward pass per batch."""
+    from jaxprune.models import layers
+
+    flat = {paths.path_str(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+    @jax.jit
+    def add(params: Any, batch: dict, stats: dict[str, InputStats]) -> dict[str, InputStats]:
+        leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+        by_id = {id(v): paths.path_str(k) for k, v in leaves if paths.path_str(k) in stats}
+        out = dict(stats)
+        mask = batch.get("attention_mask")
+
+        def tap(kernel: jax.Array, x: jax.Array) -> None:
+            path = by_id.get(id(kernel))
+            if path is not None:
+                weights = mask if mask is not None and mask.shape == x.shape[:-1] else None
+                out[path] = accumulate(out[path], x, weights)
+
+        with layers.tap_inputs(tap):
+            forward(params, batch)
+        return out
+
+    stats = {p: init_stats(flat[p].shape[0]) for p in wanted}
+    for batch in batches:
+        stats = add(params, batch, stats)
+    for path, s in stats.items():
+        if float(s.tokens) == 0:
+            raise ValueError(
+                f"no calibration input reached {path}: is it a kernel the model applies "
+                f"(through jaxprune.models.layers.Dense), and do the batches hold tokens?"
+            )
+    return stats
+
+
+def prune(
+    model: Any,
+    params: Any,
+    batches: Iterable[dict],
+    *,
+    method: Method,
+    prunable: paths.Prunable,
+    sparsity: float | None = None,
+    nm: tuple[int, int] | None = None,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> tuple[Any, Any]:
+    """One-shot pruning of a jaxprune model's selected kernels from calibration batches.
+
+    Layers are pruned in order of the layer index in their paths; the statistics of a
+    layer's kernels come from forward passes over all ``batches`` with the layers before it
+    already pruned (SparseGPT's and Wanda's sequential setting). Padding tokens
+    (``attention_mask`` 0) are left out of the statistics.
+
+    Args:
+      model: the jaxprune model (``hf.load_pretrained(...).model``) whose forward is run.
+      params: its parameters (the tree ``prunable`` selects from).
+      batches: model inputs (``input_ids``, ``attention_mask``, ...), iterated once per
+        layer; 128 sentences of the training set in the papers' setting.
+      method: ``"magnitude"``, ``"wanda"`` or ``"sparsegpt"``.
+      prunable: regex or predicate on paths (:mod:`jaxprune.paths` presets); only 2-D
+        kernels may be selected.
+      sparsity / nm: the fraction of every selected kernel pruned, or ``(n, m)``.
+      blocksize, percdamp: SparseGPT's (see :func:`sparsegpt`).
+
+    Returns:
+      ``(params, masks)``: params with exact zeros at the pruned entries (the others, and
+      SparseGPT's reconstructed kept weights, as computed); bool masks shaped like params
+      (True = kept), ``None`` where not selected.
+
+    Raises:
+      ValueError: an unknown method; a selected leaf that is not a 2-D kernel; nothing
+        selected; a selected kernel that no calibration input reaches; the checks of
+        :func:`wanda` / :func:`sparsegpt`.
+    """
+    if method not in ("magnitude", "wanda", "sparsegpt"):
+        raise ValueError(f"method must be magnitude, wanda or sparsegpt, got {method!r}")
+    from jaxprune.train.tasks import model_fn
+
+    selection = paths.select(params, prunable)
+    paths.check_floating(params, selection)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    picked = zip(flat, jax.tree.leaves(selection), strict=True)
+    chosen = [paths.path_str(k) for (k, _), keep in picked if keep]  # select: not empty
+    values = {paths.path_str(k): v for k, v in flat}
+    for path in chosen:
+        if jnp.ndim(values[path]) != 2:
+            raise ValueError(
+                f"{path} has shape {jnp.shape(values[path])}: one-shot methods prune 2-D "
+                f"kernels (select them with e.g. jaxprune.paths.BERT_ENCODER_KERNELS)"
+            )
+    batches = list(batches)
+    forward = model_fn(model)
+    masks: dict[str, jax.Array] = {}
+    for group in _groups(chosen):
+        current = jax.tree_util.tree_unflatten(
+            treedef, [values[paths.path_str(k)] for k, _ in flat]
+        )
+        stats = (
+            {} if method == "magnitude" else _calibration_stats(forward, current, batches, group)
+        )
+        for path in group:
+            kernel = values[path]
+            if method == "magnitude":
+                values[path], masks[path] = magnitude(kernel, sparsity=sparsity, nm=nm)
+            elif method == "wanda":
+                values[path], masks[path] = wanda(kernel, stats[path], sparsity=sparsity, nm=nm)
+            else:
+                values[path], masks[path] = sparsegpt(
+                    kernel,
+                    stats[path],
+                    sparsity=sparsity,
+                    nm=nm,
+                    blocksize=blocksize,
+                    percdamp=percdamp,
+                )
+    leaves = [values[paths.path_str(k)] for k, _ in flat]
+    mask_leaves = [masks.get(paths.path_str(k)) for k, _ in flat]
+    return jax.tree_util.tree_unflatten(treedef, leaves), jax.tree_util.tree_unflatten(
+        treedef, mask_leaves
+    )
+
+
 __all__ = [
     "InputStats",
+    "Method",
     "accumulate",
     "init_stats",
     "magnitude",
+    "prune",
     "sparsegpt",
     "wanda",
 ]

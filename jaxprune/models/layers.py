@@ -7,8 +7,10 @@ Every parameter carries logical axis names (``embed``, ``heads``, ``mlp``, ``voc
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -49,12 +51,31 @@ def _init(initializer, axes: tuple[str | None, ...]):
     return nnx.with_partitioning(initializer, axes, eager_sharding=False)
 
 
+InputTap = Callable[[jax.Array, jax.Array], None]  # (kernel value, inputs) -> None
+_TAP: contextvars.ContextVar[InputTap | None] = contextvars.ContextVar("tap", default=None)
+
+
+@contextlib.contextmanager
+def tap_inputs(tap: InputTap) -> Iterator[None]:
+    """While open, every :class:`Dense` call (traced or not) first calls ``tap(kernel,
+    inputs)`` with its kernel's array and its inputs (..., n_in): how one-shot pruning
+    (:func:`jaxprune.oneshot.prune`) collects each layer's calibration statistics."""
+    token = _TAP.set(tap)
+    try:
+        yield
+    finally:
+        _TAP.reset(token)
+
+
 class Dense(nnx.Linear):
     """``nnx.Linear`` that applies its kernel to inputs of any rank as one 2-D matmul,
     (tokens, n_in) x (n_in, n_out). With 3-D inputs XLA:CPU computes the kernel's gradient
     through a transpose and a slower dot (about 10% of a MiniLM train step)."""
 
     def __call__(self, inputs: jax.Array, out_sharding: Any = None) -> jax.Array:
+        tap = _TAP.get()
+        if tap is not None:
+            tap(self.kernel[...], inputs)
         if inputs.ndim <= 2 or out_sharding is not None:  # a sharding names the N-D output
             return super().__call__(inputs, out_sharding)
         tokens = math.prod(inputs.shape[:-1])  # not -1: a pruned-away layer has 0 features
