@@ -8,6 +8,8 @@
                     [--layout dp fsdp zero] [--out experiments/results/scale]
     jaxprune eval   --run runs/smp_table1/mnli-10-smp_l          # its exported model
     jaxprune eval   --model runs/.../export --set task=rte
+    jaxprune oneshot --model runs/small_repro/sst2-dense/export --task sst2 --method sparsegpt
+                    --sparsity 0.5 | --nm 2:4 [--calibration 128] [--out DIR]
     jaxprune report runs/smp_table1 [--out DIR] [--reference experiments/reference]
 
 ``train`` writes ``<workdir>/<config name>/<variant>/`` (config.json, logs, checkpoints,
@@ -116,6 +118,19 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--config", help="path/to/config.py[:variant]: its model as is")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
+    on = sub.add_parser(
+        "oneshot", help="prune a trained model once from calibration batches, evaluate, export"
+    )
+    on.add_argument("--model", required=True, help="a fine-tuned checkpoint folder or Hub id")
+    on.add_argument("--task", required=True)
+    on.add_argument("--method", required=True, choices=("magnitude", "wanda", "sparsegpt"))
+    amount = on.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--sparsity", type=float, help="fraction of every kernel pruned")
+    amount.add_argument("--nm", metavar="N:M", help="keep N of every M inputs, e.g. 2:4")
+    on.add_argument("--calibration", type=int, default=128, help="training examples")
+    on.add_argument("--out", help="folder for result.json and export/")
+    on.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
     rp = sub.add_parser("report", help="Markdown table and plot of finished runs")
     rp.add_argument("runs", nargs="+", help="run folders (searched for result.json)")
     rp.add_argument("--out", help="output folder (default: the first run folder)")
@@ -198,6 +213,27 @@ def _eval(args: argparse.Namespace) -> dict:
     job = dataclasses.replace(job, method="dense", method_options=(), teacher=None)
     job = recipes.override(job, args.set)
     return {"model": job.model, "task": job.task, "dev": recipes.evaluate(job)}
+
+
+def _oneshot(args: argparse.Namespace) -> dict:
+    from jaxprune import recipes
+    from jaxprune.recipes.oneshot import run_oneshot
+
+    nm = None
+    if args.nm is not None:
+        n, sep, m = args.nm.partition(":")
+        if not (sep and n.isdigit() and m.isdigit()):
+            raise ValueError(f"--nm takes N:M such as 2:4, got {args.nm!r}")
+        nm = (int(n), int(m))
+    job = recipes.override(recipes.Job(model=args.model, task=args.task, method="dense"), args.set)
+    return run_oneshot(
+        job,
+        method=args.method,
+        sparsity=args.sparsity,
+        nm=nm,
+        calibration=args.calibration,
+        out=args.out,
+    )
 
 
 def _plan(args: argparse.Namespace) -> dict | None:
@@ -295,7 +331,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
     args.argv = argv
-    commands = {"list": _list, "train": _train, "plan": _plan, "eval": _eval, "report": _report}
+    commands = {
+        "list": _list,
+        "train": _train,
+        "plan": _plan,
+        "eval": _eval,
+        "oneshot": _oneshot,
+        "report": _report,
+    }
     command = commands[args.command]
     try:
         out = command(args)

@@ -291,3 +291,32 @@ def test_prune_refuses_biases_and_empty_selections():
         )
     with pytest.raises(ValueError, match="method must be magnitude, wanda or sparsegpt"):
         oneshot.prune(model, params, calibration(), method="obs", prunable="kernel$", sparsity=0.5)
+
+
+def test_the_oneshot_command_prunes_evaluates_and_exports(world, tmp_path):
+    """`jaxprune oneshot` on the tiny BERT and fixture SST-2: 2:4 in every encoder kernel of
+    the export, dev metrics and the sparsity reached in result.json."""
+    import json
+
+    from jaxprune import cli, hf, paths
+
+    out = tmp_path / "sg-24"
+    flags = ["--set", f"data_dir={world['data']}", "--set", "batch_size=4", "--set",
+             "max_length=32", "--set", "eval_subset=8"]  # fmt: skip
+    command = ["oneshot", "--model", str(world["bert"]), "--task", "sst2",
+               "--method", "sparsegpt", "--nm", "2:4",
+               "--calibration", "8", "--out", str(out), *flags]  # fmt: skip
+    assert cli.main(command) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["reached"] == 0.5 and result["nm"] == [2, 4]
+    assert set(result["dev"]) >= {"accuracy", "primary"}
+    params = hf.load_pretrained(out / "export", head="sequence-classification").params
+    chosen = paths.select(params, paths.BERT_ENCODER_KERNELS)
+    for (path, leaf), (_, keep) in zip(
+        jax_leaves_with_paths(params), jax_leaves_with_paths(chosen), strict=True
+    ):
+        if keep:
+            nonzero = (np.asarray(leaf) != 0).reshape(-1, 4, leaf.shape[1]).sum(axis=1)
+            assert nonzero.max() <= 2, path
+    with pytest.raises(SystemExit, match="calibration=6 must be a positive multiple"):
+        cli.main([*command[: -len(flags) - 4], "--calibration", "6", *flags])
