@@ -224,14 +224,14 @@ def _groups(kernels: list[str]) -> list[list[str]]:
     return [by_layer[i] for i in sorted(by_layer)]
 
 
-def _calibration_stats(
-    forward: Any, params: Any, batches: list[dict], wanted: list[str]
-) -> dict[str, InputStats]:
-    """The :class:`InputStats` of the ``wanted`` kernels' inputs over ``batches``, from the
-    :class:`jaxprune.models.layers.Dense` calls of one forward pass per batch."""
+def _calibrator(forward: Any, params: Any, wanted: list[str]) -> Any:
+    """``(params, batches) -> {path: InputStats}`` for the ``wanted`` kernels' inputs, from
+    the :class:`jaxprune.models.layers.Dense` calls of one forward pass per batch; compiled
+    once for every layer's pass."""
     from jaxprune.models import layers
 
     flat = {paths.path_str(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    empty = {p: init_stats(flat[p].shape[0]) for p in wanted}
 
     @jax.jit
     def add(params: Any, batch: dict, stats: dict[str, InputStats]) -> dict[str, InputStats]:
@@ -250,16 +250,30 @@ def _calibration_stats(
             forward(params, batch)
         return out
 
-    stats = {p: init_stats(flat[p].shape[0]) for p in wanted}
-    for batch in batches:
-        stats = add(params, batch, stats)
-    for path, s in stats.items():
-        if float(s.tokens) == 0:
+    def calibrate(params: Any, batches: list[dict]) -> dict[str, InputStats]:
+        stats = empty
+        for batch in batches:
+            stats = add(params, batch, stats)
+        return stats
+
+    return calibrate
+
+
+def _reached(stats: dict[str, InputStats], group: list[str]) -> None:
+    for path in group:
+        if float(stats[path].tokens) == 0:
             raise ValueError(
                 f"no calibration input reached {path}: is it a kernel the model applies "
                 f"(through jaxprune.models.layers.Dense), and do the batches hold tokens?"
             )
-    return stats
+
+
+_OPTIONS = ("sparsity", "nm", "blocksize", "percdamp")
+_JITTED = {
+    "magnitude": jax.jit(magnitude, static_argnames=_OPTIONS[:2]),
+    "wanda": jax.jit(wanda, static_argnames=_OPTIONS[:2]),
+    "sparsegpt": jax.jit(sparsegpt, static_argnames=_OPTIONS),
+}
 
 
 def prune(
@@ -319,30 +333,25 @@ def prune(
                 f"kernels (select them with e.g. jaxprune.paths.BERT_ENCODER_KERNELS)"
             )
     batches = list(batches)
-    forward = model_fn(model)
+    calibrate = _calibrator(model_fn(model), params, chosen) if method != "magnitude" else None
+    options: dict[str, Any] = {"sparsity": sparsity, "nm": nm}
+    if method == "sparsegpt":
+        options |= {"blocksize": blocksize, "percdamp": percdamp}
+    fn = _JITTED[method]
     masks: dict[str, jax.Array] = {}
     for group in _groups(chosen):
-        current = jax.tree_util.tree_unflatten(
-            treedef, [values[paths.path_str(k)] for k, _ in flat]
-        )
-        stats = (
-            {} if method == "magnitude" else _calibration_stats(forward, current, batches, group)
-        )
+        for path in group:  # the checks, before any compile
+            _check(values[path], sparsity, nm)
+        stats: dict[str, InputStats] = {}
+        if calibrate is not None:
+            current = jax.tree_util.tree_unflatten(
+                treedef, [values[paths.path_str(k)] for k, _ in flat]
+            )
+            stats = calibrate(current, batches)
+            _reached(stats, group)
         for path in group:
-            kernel = values[path]
-            if method == "magnitude":
-                values[path], masks[path] = magnitude(kernel, sparsity=sparsity, nm=nm)
-            elif method == "wanda":
-                values[path], masks[path] = wanda(kernel, stats[path], sparsity=sparsity, nm=nm)
-            else:
-                values[path], masks[path] = sparsegpt(
-                    kernel,
-                    stats[path],
-                    sparsity=sparsity,
-                    nm=nm,
-                    blocksize=blocksize,
-                    percdamp=percdamp,
-                )
+            args = (values[path],) if calibrate is None else (values[path], stats[path])
+            values[path], masks[path] = fn(*args, **options)
     leaves = [values[paths.path_str(k)] for k, _ in flat]
     mask_leaves = [masks.get(paths.path_str(k)) for k, _ in flat]
     return jax.tree_util.tree_unflatten(treedef, leaves), jax.tree_util.tree_unflatten(

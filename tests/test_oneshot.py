@@ -201,7 +201,7 @@ def test_calibration_inputs_are_each_kernels_own():
     model, params = tiny_classifier()
     batches = calibration()
     path = "bert/encoder/layer/0/attention/self/query/kernel"
-    stats = oneshot._calibration_stats(train.model_fn(model), params, batches, [path])[path]
+    stats = oneshot._calibrator(train.model_fn(model), params, [path])(params, batches)[path]
     forward = train.model_fn(model)
     want = np.zeros((32, 32))
     for b in batches:
