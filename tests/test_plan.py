@@ -197,6 +197,7 @@ def test_plan_sizes_the_state_exactly_on_one_device(world):
     assert tuning.train.peak < result.train.peak
 
 
+@pytest.mark.slow  # 53 s: two plans of a tiny model, normal and -O0
 def test_fast_codegen_and_the_slope_alone_give_the_same_figures(world):
     job = tiny_job(world, method="pins", steps=40, method_options=(("begin", 10),))
     layout = plan.Layout(1, 1, False)

@@ -253,6 +253,7 @@ __all__ = [
     "ACTIVATIONS",
     "Dense",
     "Dtype",
+    "InputTap",
     "activation",
     "attention",
     "dense",
@@ -264,4 +265,5 @@ __all__ = [
     "rope_frequencies",
     "rotate",
     "segment_mask",
+    "tap_inputs",
 ]
