@@ -35,6 +35,7 @@ import chex
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxprune import masks as masks_lib
 from jaxprune import paths
@@ -63,7 +64,10 @@ def accumulate(stats: InputStats, x: chex.Array, weights: chex.Array | None = No
     else:
         w = weights.reshape(-1).astype(jnp.float32)
         rows, count = rows * w[:, None], w.sum()
-    return InputStats(stats.gram + rows.T @ rows, stats.tokens + count)
+    typed = masks_lib.explicit_sharding(rows)  # Explicit axes: the sum comes out replicated
+    out = None if typed is None else NamedSharding(typed.mesh, PartitionSpec())
+    gram = jnp.matmul(rows.T, rows, out_sharding=out)
+    return InputStats(stats.gram + gram, stats.tokens + count)
 
 
 def _check(kernel: chex.Array, sparsity: float | None, nm: tuple[int, int] | None) -> None:
