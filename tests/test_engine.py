@@ -81,10 +81,13 @@ AXIS_TYPES = {  # mesh axis types (data, model) each --axis-types gives
 }
 # (axis types, layout, under jax.set_mesh): every axis type in every layout; the default run
 # covers each axis type and each layout once, with and without jax.set_mesh.
-# The zero layout's default coverage is the recipe test at the end (Explicit axes, export).
-MATRIX = [("explicit", "tp", True), ("mixed", "fsdp", False), ("auto", "dp", True)]
-SLOW_MATRIX = [
+MATRIX = [
+    ("explicit", "tp", True),
+    ("mixed", "fsdp", False),
+    ("auto", "dp", True),
     ("explicit", "zero", False),
+]
+SLOW_MATRIX = [
     ("auto", "zero", True),
     ("mixed", "zero", False),
     ("explicit", "dp", False),
