@@ -140,6 +140,54 @@ def _from_config(config: dict[str, Any], names: tuple[str, ...], head: str) -> _
     return _Read(tuple(keys.index(w) for w in wanted), "", own)
 
 
+def _listed(names: tuple[str, ...]) -> str:
+    return ", ".join(f"{i} {name}" for i, name in enumerate(names))
+
+
+def _head(task: str) -> str:
+    """The head class suffix a classifier of ``task`` has in transformers."""
+    return _HEAD["token" if task == "conll2003" else "sequence"]
+
+
+def _labels_for(
+    task: str, given: tuple[int, ...] | None, field: str, role: str
+) -> tuple[str, ...] | None:
+    """The dataset's label names (None for a task without labels), with ``given`` (the
+    job's ``field``, the ``role``'s output per label) checked against them.
+
+    Raises:
+      ValueError: ``given`` on a task without labels, or of another length.
+    """
+    names = dataset_labels(task)
+    if names is None:
+        if given is not None:
+            raise ValueError(
+                f"{field}={given!r}: a {task} {role} outputs {_outputs(task)}, not labels to "
+                f"reorder; unset it (--set {field}=None)"
+            )
+        return None
+    n = len(names)
+    if given is not None and len(given) != n:
+        raise ValueError(
+            f"{field}={given!r} has {len(given)} entries, but {task} has {n} labels "
+            f"({_listed(names)}): expected a permutation of 0..{n - 1}, entry i the {role}'s "
+            f"output index for label i"
+        )
+    return names
+
+
+def _agreeing(
+    given: tuple[int, ...], read: _Read, field: str, who: str, task: str, listed: str
+) -> tuple[int, ...]:
+    """``given`` (the job's ``field``), refused where the checkpoint's names fix another."""
+    if read.order is not None and read.order != given:
+        raise ValueError(
+            f"{field}={given!r} contradicts {who}, whose id2label {read.names} puts {task}'s "
+            f"labels ({listed}) at outputs {read.order}; unset {field} or correct it"
+        )
+    return given
+
+
 def teacher_order(job: Job, teacher: str | None = None) -> tuple[int, ...] | None:
     """For each of the dataset's labels, the index of the teacher's output that predicts it
     (the teacher's logits in the dataset's order are ``logits[..., order]``); None where no
@@ -172,22 +220,10 @@ def teacher_order(job: Job, teacher: str | None = None) -> tuple[int, ...] | Non
     given = job.teacher_labels
     if teacher is None:
         return None
-    names = dataset_labels(job.task)
+    names = _labels_for(job.task, given, "teacher_labels", "teacher")
     if names is None:
-        if given is not None:
-            raise ValueError(
-                f"teacher_labels={given!r}: a {job.task} teacher outputs {_outputs(job.task)}, "
-                f"not labels to reorder; unset it (--set teacher_labels=None)"
-            )
         return None
-    n, task = len(names), job.task
-    listed = ", ".join(f"{i} {name}" for i, name in enumerate(names))
-    if given is not None and len(given) != n:
-        raise ValueError(
-            f"teacher_labels={given!r} has {len(given)} entries, but {task} has {n} labels "
-            f"({listed}): expected a permutation of 0..{n - 1}, entry i the teacher's output "
-            f"index for label i"
-        )
+    n, task, listed = len(names), job.task, _listed(names)
     if job.random_init:
         return given or tuple(range(n))
     try:
@@ -196,8 +232,7 @@ def teacher_order(job: Job, teacher: str | None = None) -> tuple[int, ...] | Non
         if given is not None:  # checked against the config once the checkpoint is loaded
             return given
         raise FileNotFoundError(f"{err}: {_hint(task, n)}") from err
-    head = _HEAD["token" if task == "conll2003" else "sequence"]
-    read = _from_config(config, names, head)
+    read = _from_config(config, names, _head(task))
     if read.why.startswith("outputs:"):
         raise ValueError(
             f"teacher={teacher!r} has {read.why.removeprefix('outputs:')} outputs (id2label "
@@ -210,13 +245,7 @@ def teacher_order(job: Job, teacher: str | None = None) -> tuple[int, ...] | Non
             f"towards noise. Give a {task} classifier"
         )
     if given is not None:
-        if read.order is not None and read.order != given:
-            raise ValueError(
-                f"teacher_labels={given!r} contradicts teacher={teacher!r}, whose id2label "
-                f"{read.names} puts {task}'s labels ({listed}) at outputs {read.order}; "
-                f"unset teacher_labels or correct it"
-            )
-        return given
+        return _agreeing(given, read, "teacher_labels", f"teacher={teacher!r}", task, listed)
     if read.order is None:
         raise ValueError(
             f"teacher={teacher!r}: {read.why}, so nothing says which of its outputs is which "
@@ -258,29 +287,18 @@ def model_order(job: Job) -> tuple[int, ...] | None:
       ValueError: ``model_labels`` set where it orders nothing, of the wrong length or
         against the checkpoint's names; a head of another size; an order not determined.
     """
-    given, names = job.model_labels, dataset_labels(job.task)
+    given = job.model_labels
+    names = _labels_for(job.task, given, "model_labels", "model")
     if names is None:
-        if given is not None:
-            raise ValueError(
-                f"model_labels={given!r}: a {job.task} model outputs {_outputs(job.task)}, "
-                f"not labels to reorder; unset it (--set model_labels=None)"
-            )
         return None
-    n, task = len(names), job.task
-    listed = ", ".join(f"{i} {name}" for i, name in enumerate(names))
-    if given is not None and len(given) != n:
-        raise ValueError(
-            f"model_labels={given!r} has {len(given)} entries, but {task} has {n} labels "
-            f"({listed}): expected a permutation of 0..{n - 1}, entry i the model's output "
-            f"index for label i"
-        )
+    n, task, listed = len(names), job.task, _listed(names)
     if job.random_init:
         return given
     try:
         config = teacher_config(job.model)
     except FileNotFoundError:  # loading the model says so; nothing to order before that
         return given
-    read = _from_config(config, names, _HEAD["token" if task == "conll2003" else "sequence"])
+    read = _from_config(config, names, _head(task))
     if read.why.startswith("its config.json names no"):  # a new head
         if given is not None:
             raise ValueError(
@@ -295,13 +313,7 @@ def model_order(job: Job) -> tuple[int, ...] | None:
             f"not a {task} classifier; start from its pre-trained body instead"
         )
     if given is not None:
-        if read.order is not None and read.order != given:
-            raise ValueError(
-                f"model_labels={given!r} contradicts model={job.model!r}, whose id2label "
-                f"{read.names} puts {task}'s labels ({listed}) at outputs {read.order}; "
-                f"unset model_labels or correct it"
-            )
-        return given
+        return _agreeing(given, read, "model_labels", f"model={job.model!r}", task, listed)
     if read.order is None:
         raise ValueError(
             f"model={job.model!r} carries a trained classifier, but {read.why}, so nothing "
