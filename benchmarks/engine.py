@@ -54,8 +54,8 @@ from models import other_load  # benchmarks/models.py
 
 from jaxprune import hf, methods, train
 
-DEFAULT = ["dense", "magnitude", "taylor", "platon", "pins", "sparsebert", "sdp", "movement",
-           "soft_movement", "smp", "smp_s"]  # fmt: skip
+DEFAULT = ["dense", "magnitude", "taylor", "platon", "pins", "obert", "sparsebert", "sdp",
+           "movement", "soft_movement", "smp", "smp_s"]  # fmt: skip
 GOAL = 1.10
 TEACHER = "teacher fwd"
 

@@ -6,7 +6,17 @@ The core is pure functions on parameter pytrees (:mod:`jaxprune.criteria`,
 training and compaction (:mod:`jaxprune.compact`) are imported on demand, not here.
 """
 
-from jaxprune import criteria, export, failure, masks, oneshot, paths, schedules, structured
+from jaxprune import (
+    criteria,
+    export,
+    failure,
+    masks,
+    obert,
+    oneshot,
+    paths,
+    schedules,
+    structured,
+)
 from jaxprune.criteria import Criterion
 from jaxprune.masks import sparsity, sparsity_report
 from jaxprune.optim import MaskedOptimizerState, check, masked_optimizer, masked_state, masks_of
@@ -24,6 +34,7 @@ __all__ = [
     "masked_state",
     "masks",
     "masks_of",
+    "obert",
     "oneshot",
     "paths",
     "schedules",

@@ -6,6 +6,9 @@ A :class:`Criterion` is a NamedTuple of three pure functions, in the style of op
 - ``update(state, params, grads, *, lr) -> state``, called once per optimizer step
 - ``scores(state, params) -> pytree`` shaped like ``params``; higher means keep.
 
+A criterion may also act at mask updates (``on_masks``: :func:`jaxprune.obert.obert` resets
+its window and moves the kept weights there).
+
 Every pytree here may contain ``None`` leaves (the parameters that are not pruned); they
 are skipped. States are NamedTuples of arrays shaped (and sharded) like their parameters.
 """
@@ -36,6 +39,10 @@ class Criterion(NamedTuple):
         all equal (PINS and PLATON: 0 until their first window is averaged), so
         :func:`jaxprune.masked_optimizer` refuses to prune there.
       name: shown in error messages.
+      on_masks: ``(state, params, old_masks, new_masks) -> (state, delta)``, called on every
+        mask update after the new masks are chosen (oBERT resets its Fisher window there);
+        ``delta`` (shaped like ``params``, or None) is added to the kept weights' updates.
+      moves_weights: True when ``on_masks`` returns a ``delta`` (oBERT's surgeon update).
     """
 
     init: Callable[[Any], Any]
@@ -45,6 +52,8 @@ class Criterion(NamedTuple):
     after_step: bool = False
     warmup: int = 0
     name: str = "custom"
+    on_masks: Callable[[Any, Any, Any, Any], tuple[Any, Any]] | None = None
+    moves_weights: bool = False
 
 
 class MagnitudeState(NamedTuple):
@@ -248,8 +257,12 @@ def pins(
 
 
 def by_name(name: str, **kwargs: Any) -> Criterion:
-    """Builds a criterion from its name (for configs): magnitude, taylor, movement, platon, pins."""
+    """Builds a criterion from its name (for configs): magnitude, taylor, movement, platon,
+    pins, obert."""
+    from jaxprune.obert import obert
+
     table: dict[str, Callable[..., Criterion]] = {
+        "obert": obert,
         "magnitude": magnitude,
         "taylor": taylor,
         "movement": movement,

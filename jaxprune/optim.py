@@ -161,6 +161,37 @@ def _checked_masks(new: Any, old: Any) -> Any:
     return jax.tree_util.tree_unflatten(old_def, out)
 
 
+def _no_move(criterion: Criterion, sub: Any) -> Any:
+    """Zeros shaped (and placed) like the prunable params for a criterion that moves weights
+    at mask updates, None otherwise."""
+    if not criterion.moves_weights:
+        return None
+    return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=jnp.float32), sub)
+
+
+def _like(move: Any, zeros: Any) -> Any:
+    """A criterion's weight move, checked against the prunable params' structure and shapes
+    and given their sharding type, so both ``lax.cond`` branches agree."""
+    if zeros is None:
+        if move is not None:
+            raise ValueError("the criterion moved weights but declares moves_weights=False")
+        return None
+    paths.check_same_structure(zeros, move, what="the criterion's weight move")
+
+    def one(d, z):
+        if z is None:
+            return None
+        d = jnp.asarray(d, jnp.float32)
+        if d.shape != z.shape:
+            raise ValueError(f"a weight move of shape {d.shape} for a weight of {z.shape}")
+        sharding = masks_lib.explicit_sharding(z)
+        if sharding is not None and jax.typeof(d).sharding != sharding:
+            d = jax.sharding.reshard(d, sharding)
+        return d
+
+    return jax.tree.map(one, move, zeros, is_leaf=_is_none)
+
+
 def masked_optimizer(
     inner: optax.GradientTransformation,
     *,
@@ -313,9 +344,12 @@ def masked_optimizer(
                 lr=lr,
             )
 
+            scored_sub = _prunable_subtree(scored, selection)
+            no_move = _no_move(criterion, scored_sub)
+
             def recompute():
                 sparsity = jnp.asarray(schedule(state.step), jnp.float32)
-                scores = criterion.scores(crit_state, _prunable_subtree(scored, selection))
+                scores = criterion.scores(crit_state, scored_sub)
                 new = _checked_masks(mask_rule(scores, sparsity), state.masks)
                 found = failure.of_mask_update(
                     sparsity, scores, new, state.step, criterion.warmup, scope
@@ -324,17 +358,29 @@ def masked_optimizer(
                 kept = jax.tree.map(
                     lambda n, o: jnp.where(found.code == failure.NONE, n, o), new, state.masks
                 )
-                return kept, found
+                if criterion.on_masks is None:
+                    return kept, found, no_move
+                _, move = criterion.on_masks(crit_state, scored_sub, state.masks, kept)
+                return kept, found, _like(move, no_move)
 
-            new_masks, found = lax.cond(is_due, recompute, lambda: (state.masks, failure.none()))
+            # Only the masks and the weight move leave the conditional: a state returned
+            # unchanged by its other branch would be copied there every step.
+            new_masks, found, move = lax.cond(
+                is_due, recompute, lambda: (state.masks, failure.none(), no_move)
+            )
+            if criterion.on_masks is not None:  # its move, computed above, is dropped here
+                after, _ = criterion.on_masks(crit_state, scored_sub, state.masks, new_masks)
+                crit_state = jax.tree.map(lambda a, c: jnp.where(is_due, a, c), after, crit_state)
 
-            def apply(m, u, p):
+            def apply(m, u, p, d):
                 if m is None:
                     return u
                 keep = m if hold_pruned else m | ~is_due
-                return jnp.where(keep, u, (-p).astype(u.dtype))
+                kept_update = u if d is None else u + d.astype(u.dtype)
+                return jnp.where(keep, kept_update, (-p).astype(u.dtype))
 
-            masked = jax.tree.map(apply, new_masks, inner_updates, params, is_leaf=_is_none)
+            moves = jax.tree.map(lambda _: None, new_masks) if move is None else move
+            masked = jax.tree.map(apply, new_masks, inner_updates, params, moves, is_leaf=_is_none)
             return masked, MaskedOptimizerState(
                 state.step + 1,
                 new_masks,

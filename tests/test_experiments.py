@@ -112,15 +112,25 @@ def _representatives(path: pathlib.Path) -> list[str]:
     return sorted(chosen.values())
 
 
-FIRST_PER_FAMILY = [
-    (path, name)
-    for path in CONFIGS
-    for name in sorted(
-        {
-            recipes.family(j.task): n for n, j in reversed(load_module(path).VARIANTS.items())
-        }.values()
-    )
-]
+def _first_per_family() -> list[tuple[pathlib.Path, str]]:
+    """Each config's first variant per task family, less those that run the same program
+    as one already chosen (same family, method, objective, model and packing: e.g. the demo
+    and small_repro's dense SST-2 runs)."""
+    chosen, seen = [], set()
+    for path in CONFIGS:
+        variants = load_module(path).VARIANTS
+        firsts = {recipes.family(j.task): n for n, j in reversed(variants.items())}
+        for name in sorted(firsts.values()):
+            job = variants[name]
+            key = (recipes.family(job.task), job.method, job.options.get("objective"))
+            key += (job.model, job.pack)
+            if key not in seen:
+                seen.add(key)
+                chosen.append((path, name))
+    return chosen
+
+
+FIRST_PER_FAMILY = _first_per_family()
 
 
 @pytest.mark.parametrize("path,variant", FIRST_PER_FAMILY, ids=lambda x: getattr(x, "stem", x))

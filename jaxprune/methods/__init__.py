@@ -7,6 +7,8 @@
 - ``platon``: |w g| EMA times its uncertainty, kernels and biases, global (Zhang et al. 2022).
 - ``pins``: |-w g + lr g^2| EMA times uncertainty, global, with self-regularization from the
   latest student checkpoint (Ren & Zhu 2023).
+- ``obert``: the optimal BERT surgeon's block empirical-Fisher saliency, global, with the
+  surgeon update of the kept weights at each mask update (Kurtic et al. 2022).
 - ``sparsebert``: |W| per matrix over the whole run, distilling a fine-tuned dense teacher
   with attention-score and hidden-state MSE and soft CE (Xu et al. 2021).
 - ``sdp``: |W| per matrix with a cross-correlation loss to the unpruned network (O'Neill et

@@ -289,6 +289,17 @@ PRESETS: dict[str, CriterionMethod] = {
         constant_lr=True,
         weight_decay=0.01,
     ),
+    # oBERT (Kurtic et al. 2022): the block empirical-Fisher saliency w^2 / (2 [F^-1]_qq),
+    # B = 50, lambda = 1e-7, one global ranking of the encoder's kernels, the surgeon update
+    # of the kept weights at each of a few mask updates, m = update_every = 1024 training
+    # gradients per window (the paper draws them from extra passes; its KD is objective=kd).
+    "obert": CriterionMethod(
+        name="obert",
+        criterion="obert",
+        criterion_args=(("block", 50), ("num_grads", 1024), ("damp", 1e-7)),
+        scope="global",
+        update_every=1024,
+    ),
     # Self-distilled pruning (O'Neill et al. 2022), reconstructed: magnitude pruning plus a
     # Barlow-Twins cross-correlation between the pruned and the unpruned network's final
     # [CLS] states. Unverified choices (paper text unavailable) are options: scope, weight,

@@ -4,7 +4,8 @@
         --method sparsegpt --sparsity 0.5 [--calibration 128] [--out runs/oneshot/sst2-sg-50]
 
 The calibration set is ``calibration`` training examples (a seeded subset, as
-``Job.train_subset`` draws it) in unpacked batches of ``job.batch_size``; the model's
+``Job.train_subset`` draws it) in unpacked batches of ``job.batch_size`` (data-to-text:
+the training sequences, prompt and target, as the decoder is trained on); the model's
 family's kernels are pruned (:data:`jaxprune.recipes.common.FAMILIES`) with
 :func:`jaxprune.oneshot.prune`, the dev set scored with the task's metric, and the pruned
 model exported with the dataset's label names.
@@ -40,19 +41,16 @@ def run_oneshot(
     and the seconds taken.
 
     Raises:
-      ValueError: ``calibration`` not a positive multiple of ``job.batch_size``; a task
-        whose model is a decoder (one-shot on data-to-text is not built yet); what
+      ValueError: ``calibration`` not a positive multiple of ``job.batch_size``; what
         :func:`jaxprune.oneshot.prune` refuses.
     """
-    from jaxprune.recipes import family, prepare
+    from jaxprune.recipes import prepare
 
     if calibration < 1 or calibration % job.batch_size:
         raise ValueError(
             f"calibration={calibration} must be a positive multiple of batch_size="
             f"{job.batch_size} (whole calibration batches)"
         )
-    if family(job.task) == "d2t":
-        raise ValueError(f"task={job.task!r}: one-shot pruning of decoders is not built yet")
     job = dataclasses.replace(job, method="dense", method_options=(), pack=False)
     prepared = prepare(dataclasses.replace(job, train_subset=calibration), train=True)
     if prepared.train_batches is None:

@@ -27,7 +27,7 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding, PartitionSpec
 
-from jaxprune import paths
+from jaxprune import obert, paths
 
 # logical axis -> mesh axis; axes not listed are replicated.
 TENSOR_RULES = {"heads": "model", "mlp": "model", "vocab": "model"}
@@ -135,9 +135,9 @@ class Sharding:
         return jax.tree.map(one, param_shardings, params)
 
     def like_params(self, tree: Any, params: Any, param_shardings: Any) -> Any:
-        """Shardings for any pytree (optimizer state, train state) whose leaves are either
-        shaped like a parameter with a matching path suffix (sharded like it) or not
-        (replicated)."""
+        """Shardings for any pytree (optimizer state, train state) whose leaves are shaped
+        like a parameter with a matching path suffix (sharded like it), are its Fisher blocks
+        (oBERT: sharded like it, :func:`jaxprune.obert.blocked_spec`), or neither (replicated)."""
         by_path = {
             paths.path_str(k): (np.shape(p), s)
             for (k, p), s in zip(
@@ -151,11 +151,26 @@ class Sharding:
             path = paths.path_str(keypath)
             for start in range(len(path.split("/"))):
                 suffix = "/".join(path.split("/")[start:])
-                if suffix in by_path and by_path[suffix][0] == np.shape(leaf):
-                    return by_path[suffix][1]
+                if suffix not in by_path:
+                    continue
+                shape, sharding = by_path[suffix]
+                if shape == np.shape(leaf):
+                    return sharding
+                if _is_blocked(shape, np.shape(leaf)):
+                    spec = obert.blocked_spec(sharding.spec, shape, np.shape(leaf), self.mesh.shape)
+                    return NamedSharding(self.mesh, spec)
             return self.replicated
 
         return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def _is_blocked(param_shape: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """``shape`` is the Fisher-block form of a parameter (:func:`jaxprune.obert.blocked_shape`)."""
+    return (
+        len(param_shape) >= 1
+        and len(shape) == len(param_shape) + 2
+        and shape == (obert.blocked_shape(param_shape, shape[-1]))
+    )
 
 
 def _axis_types(axis_types: AxisType | Sequence[AxisType] | None) -> tuple[AxisType, ...]:
