@@ -70,8 +70,8 @@ def markdown(runs: pathlib.Path) -> str:
             "",
             "small_repro's SST-2 protocol: the 9,600-sentence training subset, 300 steps of 32,"
             " AdamW 5e-5 with 10% warm-up and linear decay, length 64, packed rows, seed 0;",
-            "dev accuracy on the 872 sentences (dense fine-tuned: 84.7). One run each, the "
-            "four one after the other on the same 2-core CPU. Produced by",
+            "dev accuracy on the 872 sentences (dense fine-tuned: 84.7). One run each, all "
+            "one after the other on the same 2-core CPU. Produced by",
             "",
             "    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 JAXPRUNE_DATA_DIR=../shared/data \\",
             "        .venv/bin/python experiments/obert.py",
