@@ -39,9 +39,12 @@ class Criterion(NamedTuple):
         all equal (PINS and PLATON: 0 until their first window is averaged), so
         :func:`jaxprune.masked_optimizer` refuses to prune there.
       name: shown in error messages.
-      on_masks: ``(state, params, old_masks, new_masks) -> (state, delta)``, called on every
-        mask update after the new masks are chosen (oBERT resets its Fisher window there);
-        ``delta`` (shaped like ``params``, or None) is added to the kept weights' updates.
+      on_masks: ``(state, params, old_masks, new_masks) -> (state, delta)``, for every
+        mask update, after the new masks are chosen (oBERT restarts its Fisher window
+        there); ``delta`` (shaped like ``params``, or None) is added to the kept weights'
+        updates. Pure: its ``delta`` is computed on mask-update steps only, its ``state``
+        traced every step and kept on mask-update steps (keep it cheap: flags and small
+        arrays, as oBERT's lazy restart).
       moves_weights: True when ``on_masks`` returns a ``delta`` (oBERT's surgeon update).
     """
 
