@@ -121,6 +121,16 @@ def explicit_sharding(x: jax.Array) -> Any:
     return sharding if any(t == jax.sharding.AxisType.Explicit for t in types) else None
 
 
+def placed_like(x: jax.Array, like: Any) -> jax.Array:
+    """``x`` resharded to ``like``'s sharding type where ``like`` is on a mesh with Explicit
+    axes (so that values built to stand for ``like`` match it, e.g. across ``lax.cond``
+    branches); ``x`` as it is otherwise."""
+    sharding = explicit_sharding(like) if isinstance(like, jax.Array) else None
+    if sharding is not None and jax.typeof(x).sharding != sharding:
+        return jax.sharding.reshard(x, sharding)
+    return x
+
+
 def _flat_index(x: jax.Array, start: int = 0) -> jax.Array:
     """int32 row-major flat index of every entry of ``x`` over its axes from ``start`` on,
     shaped and sharded like ``x`` (no flattening: that would gather a sharded leaf)."""
@@ -548,10 +558,7 @@ def apply(params: Any, masks: Any) -> Any:
     def one(m: Any, p: Any) -> Any:
         if m is None:
             return p
-        sharding = explicit_sharding(p) if isinstance(p, jax.Array) else None
-        if sharding is not None and jax.typeof(m).sharding != sharding:
-            m = jax.sharding.reshard(m, sharding)
-        return jnp.where(m, p, jnp.zeros_like(p))
+        return jnp.where(placed_like(m, p), p, jnp.zeros_like(p))
 
     return jax.tree.unflatten(
         treedef, [one(m, p) for m, p in zip(_by_path(masks, params), flat, strict=True)]
@@ -687,6 +694,7 @@ __all__ = [
     "explicit_sharding",
     "grouped_topk",
     "nm",
+    "placed_like",
     "sparsity",
     "sparsity_report",
     "topk",

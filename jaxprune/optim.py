@@ -154,10 +154,7 @@ def _checked_masks(new: Any, old: Any) -> Any:
                 f"the mask rule returned {m.dtype}{list(m.shape)} at {paths.path_str(path)}; "
                 f"masks must be bool (True = kept) shaped like the parameter, {list(o.shape)}"
             )
-        sharding = masks_lib.explicit_sharding(o)
-        if sharding is not None and jax.typeof(m).sharding != sharding:
-            m = jax.sharding.reshard(m, sharding)
-        out.append(m)
+        out.append(masks_lib.placed_like(m, o))
     return jax.tree_util.tree_unflatten(old_def, out)
 
 
@@ -179,15 +176,7 @@ def _like(move: Any, zeros: Any) -> Any:
     paths.check_same_structure(zeros, move, what="the criterion's weight move")
 
     def one(d, z):
-        if z is None:
-            return None
-        d = jnp.asarray(d, jnp.float32)
-        if d.shape != z.shape:
-            raise ValueError(f"a weight move of shape {d.shape} for a weight of {z.shape}")
-        sharding = masks_lib.explicit_sharding(z)
-        if sharding is not None and jax.typeof(d).sharding != sharding:
-            d = jax.sharding.reshard(d, sharding)
-        return d
+        return None if z is None else masks_lib.placed_like(jnp.asarray(d, jnp.float32), z)
 
     return jax.tree.map(one, move, zeros, is_leaf=_is_none)
 
