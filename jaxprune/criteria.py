@@ -85,9 +85,9 @@ class AccumulatedState(NamedTuple):
     score: chex.ArrayTree  # shaped like params, float32
 
 
-def _zeros(params: Any) -> Any:
-    """float32 zeros shaped and sharded like every leaf."""
-    return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=jnp.float32), params)
+def _zeros(params: Any, dtype: Any = jnp.float32) -> Any:
+    """Zeros (float32 unless told) shaped and sharded like every leaf."""
+    return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=dtype), params)
 
 
 def taylor(ema: float = 0.0) -> Criterion:
@@ -142,12 +142,30 @@ def movement() -> Criterion:
 
 
 class WindowedState(NamedTuple):
-    """State of PLATON and PINS (the authors' ``ipt``, ``exp_avg_ipt``, ``exp_avg_unc``)."""
+    """State of PLATON and PINS (the authors' ``ipt``, ``exp_avg_ipt``, ``exp_avg_unc``).
+
+    The three statistics are stored in the criterion's ``state_dtype`` (float32: 12 bytes
+    per prunable weight; bfloat16: 6) and computed in float32."""
 
     count: chex.Array  # shape=(), int32: updates so far (the code's global_step)
     window: chex.ArrayTree  # mean instantaneous score over the current window
     importance: chex.ArrayTree  # EMA of window means (I-bar)
     uncertainty: chex.ArrayTree  # EMA of |window mean - I-bar| (U-bar); zeros if unused
+
+
+STATE_DTYPES = ("float32", "bfloat16")
+
+
+def _state_dtype(state_dtype: Any) -> jnp.dtype:
+    """The storage dtype of running statistics: float32 or bfloat16 (a name or a dtype)."""
+    try:
+        dtype = jnp.dtype(state_dtype)
+    except TypeError as err:
+        raise TypeError(f"state_dtype must be one of {STATE_DTYPES}, got {state_dtype!r}") from err
+    if dtype.name not in STATE_DTYPES:
+        # float16's range (6e-8 to 65504) loses the small scores; integers hold no statistic
+        raise ValueError(f"state_dtype must be one of {STATE_DTYPES}, got {dtype.name}")
+    return dtype
 
 
 def _windowed(
@@ -159,6 +177,7 @@ def _windowed(
     needs_lr: bool,
     after_step: bool,
     name: str,
+    state_dtype: Any,
 ) -> Criterion:
     """Window averaging + EMA + uncertainty, shared by PLATON and PINS.
 
@@ -170,6 +189,9 @@ def _windowed(
 
     The first fold (step 0) folds the empty window, so every score is 0 until the fold at
     step ``window``: the criterion's ``warmup``.
+
+    Every update reads the statistics as float32 and rounds the results to ``state_dtype``
+    (to nearest) once; the scores are float32 products of the stored values.
     """
     if not 0.0 <= beta1 < 1.0:
         raise ValueError(f"beta1 must be in [0, 1), got {beta1}")
@@ -180,11 +202,15 @@ def _windowed(
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     use_unc = 0.0 < beta2 < 1.0
+    dtype = _state_dtype(state_dtype)
 
     def init(params):
         # three separate buffers: aliased leaves could not be donated to a jitted step
         return WindowedState(
-            jnp.zeros((), jnp.int32), _zeros(params), _zeros(params), _zeros(params)
+            jnp.zeros((), jnp.int32),
+            _zeros(params, dtype),
+            _zeros(params, dtype),
+            _zeros(params, dtype),
         )
 
     def update(state, params, grads, *, lr=None):
@@ -193,11 +219,12 @@ def _windowed(
         score = jax.tree.map(lambda p, g: instant(p, g, lr).astype(jnp.float32), params, grads)
 
         def leaf(ipt, imp, unc, s):
+            ipt, imp, unc = (x.astype(jnp.float32) for x in (ipt, imp, unc))
             new_imp = jnp.where(fold, beta1 * imp + (1 - beta1) * ipt, imp)
             if use_unc:
                 unc = jnp.where(fold, beta2 * unc + (1 - beta2) * jnp.abs(ipt - new_imp), unc)
             new_ipt = jnp.where(fold, s, (ipt * local + s) / (local + 1))
-            return new_ipt, new_imp, unc
+            return tuple(x.astype(dtype) for x in (new_ipt, new_imp, unc))
 
         out = jax.tree.map(leaf, state.window, state.importance, state.uncertainty, score)
         triple = jax.tree.structure((0, 0, 0))  # each leaf of out: (ipt, imp, unc)
@@ -206,22 +233,32 @@ def _windowed(
 
     def scores(state, params):
         del params
+        imp = jax.tree.map(lambda x: x.astype(jnp.float32), state.importance)
         if use_unc:
-            return jax.tree.map(jnp.multiply, state.importance, state.uncertainty)
+            return jax.tree.map(lambda i, u: i * u.astype(jnp.float32), imp, state.uncertainty)
         if beta2 == 1.0:
-            return state.importance
-        return jax.tree.map(lambda i, w: i * jnp.abs(w - i), state.importance, state.window)
+            return imp
+        return jax.tree.map(lambda i, w: i * jnp.abs(w.astype(jnp.float32) - i), imp, state.window)
 
     return Criterion(
         init, update, scores, needs_lr=needs_lr, after_step=after_step, warmup=window, name=name
     )
 
 
-def platon(beta1: float = 0.85, beta2: float = 0.95, window: int = 10) -> Criterion:
+def platon(
+    beta1: float = 0.85,
+    beta2: float = 0.95,
+    window: int = 10,
+    *,
+    state_dtype: Any = "float32",
+) -> Criterion:
     """PLATON (Zhang et al., ICML 2022): sensitivity ``|w * g|`` with upper confidence bound.
 
     The sensitivity uses the weight *after* the optimizer step, as the authors' code does
     (``after_step=True``). Defaults are PLATON's GLUE scripts (beta2 varies per task).
+    ``state_dtype="bfloat16"`` stores the three running statistics in half the memory (6
+    bytes per prunable weight instead of 12), computing in float32; float32 (default) is
+    the authors' arithmetic. ``benchmarks/README.md`` measures what bfloat16 changes.
     """
     return _windowed(
         lambda p, g, lr: jnp.abs(p * g),
@@ -231,11 +268,17 @@ def platon(beta1: float = 0.85, beta2: float = 0.95, window: int = 10) -> Criter
         needs_lr=False,
         after_step=True,
         name="platon",
+        state_dtype=state_dtype,
     )
 
 
 def pins(
-    beta1: float = 0.85, beta2: float = 0.99, window: int = 10, *, signed: bool = False
+    beta1: float = 0.85,
+    beta2: float = 0.99,
+    window: int = 10,
+    *,
+    signed: bool = False,
+    state_dtype: Any = "float32",
 ) -> Criterion:
     """PINS (Ren & Zhu, 2023): the principled importance ``-w*g + lr*g^2``.
 
@@ -249,14 +292,24 @@ def pins(
     update_every=schedules.every(10, final_from=end), lr_step_offset=1, hold_pruned=False)``
     behind ``optax.clip_by_global_norm(1.0)``. One difference stays: the code zeroes scores
     strictly below the ``int(N*(1-r))``-th smallest, keeping about ``ceil(N*r) + 1`` entries
-    and every tie; jaxprune keeps exactly ``round(N*r)``.
+    and every tie; jaxprune keeps exactly ``round(N*r)``. ``state_dtype`` as for
+    :func:`platon` (float32 by default).
     """
 
     def instant(p, g, lr):
         score = -p * g + lr * g * g
         return score if signed else jnp.abs(score)
 
-    return _windowed(instant, beta1, beta2, window, needs_lr=True, after_step=False, name="pins")
+    return _windowed(
+        instant,
+        beta1,
+        beta2,
+        window,
+        needs_lr=True,
+        after_step=False,
+        name="pins",
+        state_dtype=state_dtype,
+    )
 
 
 def by_name(name: str, **kwargs: Any) -> Criterion:
@@ -278,6 +331,7 @@ def by_name(name: str, **kwargs: Any) -> Criterion:
 
 
 __all__ = [
+    "STATE_DTYPES",
     "AccumulatedState",
     "Criterion",
     "MagnitudeState",

@@ -297,8 +297,10 @@ PINS_P = [[-1.0], [0.0], [2.0], [3.0], [0.0]]
 PINS_G = [[2.0], [2.0], [-2.0], [2.0], [0.0]]
 
 
-def test_pins_by_hand():
-    # window=2, beta1=0.5, beta2=0.5; I = U = ipt = 0; score I*U.
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+def test_pins_by_hand(state_dtype):
+    # window=2, beta1=0.5, beta2=0.5; I = U = ipt = 0; score I*U. Every value below has at
+    # most 8 significant bits, so the bfloat16 state stores it exactly.
     #   t=0 fold: I = 0.5*0 + 0.5*0 = 0; U = 0.5*0 + 0.5*|0 - 0| = 0; ipt = 4   -> 0
     #   t=1:      ipt = (4*1 + 2)/2 = 3                                          -> 0
     #   t=2 fold: I = 0.5*0 + 0.5*3 = 1.5; U = 0.5*0 + 0.5*|3 - 1.5| = 0.75; ipt = 6
@@ -306,9 +308,50 @@ def test_pins_by_hand():
     #   t=3:      ipt = (6*1 + 4)/2 = 5                                     -> 1.125
     #   t=4 fold: I = 0.5*1.5 + 0.5*5 = 3.25; U = 0.5*0.75 + 0.5*|5 - 3.25| = 1.25; ipt = 0
     #                                                         -> 3.25*1.25 = 4.0625
-    crit = criteria.pins(beta1=0.5, beta2=0.5, window=2)
+    crit = criteria.pins(beta1=0.5, beta2=0.5, window=2, state_dtype=state_dtype)
     got = _steps(crit, PINS_P, PINS_G, lr=0.5)
     np.testing.assert_array_equal(np.ravel(got), [0.0, 0.0, 1.125, 1.125, 4.0625])
+
+
+@pytest.mark.parametrize("kind", ["pins", "platon"])
+def test_bfloat16_state_is_the_float32_update_rounded_once(kind):
+    """Each bfloat16 update is the float32 recurrence applied to the stored (bfloat16)
+    values, rounded to nearest once; the state takes half the bytes, the scores are float32
+    products of the stored values."""
+    make = criteria.pins if kind == "pins" else criteria.platon
+    half, full = make(window=3, state_dtype="bfloat16"), make(window=3)
+    rng = np.random.default_rng(0)
+    params = jnp.asarray(rng.normal(size=(64,)), jnp.float32)
+    state = half.init(params)
+    assert state.window.dtype == jnp.bfloat16
+    assert sum(x.nbytes for x in jax.tree.leaves(state)) - 4 == 6 * params.size
+    for _ in range(10):
+        grads = jnp.asarray(rng.normal(size=(64,)), jnp.float32)
+        lr = jnp.float32(0.1)
+        widened = jax.tree.map(lambda x: x.astype(jnp.float32), state)
+        expected = jax.tree.map(
+            lambda x: x.astype(jnp.bfloat16) if x.dtype == jnp.float32 else x,
+            full.update(widened, params, grads, lr=lr),
+        )
+        state = half.update(state, params, grads, lr=lr)
+        for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        params = params + 0.01 * grads
+    scores = half.scores(state, params)
+    assert scores.dtype == jnp.float32
+    np.testing.assert_array_equal(
+        scores, full.scores(jax.tree.map(lambda x: x.astype(jnp.float32), state), params)
+    )
+    assert float(jnp.max(scores)) > 0  # past the first window: scores carry evidence
+
+
+@pytest.mark.parametrize(
+    ("state_dtype", "error"),
+    [("float16", ValueError), ("int8", ValueError), ("fp32", TypeError), (None, ValueError)],
+)
+def test_state_dtype_other_than_float32_or_bfloat16_is_refused(state_dtype, error):
+    with pytest.raises(error, match="state_dtype must be one of"):
+        criteria.pins(state_dtype=state_dtype)
 
 
 def test_pins_signed_by_hand():

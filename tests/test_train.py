@@ -18,6 +18,7 @@ from tiny import TINY_BERT
 import jaxprune
 from jaxprune import metrics, train
 from jaxprune.models import EncoderConfig, EncoderForTask
+from jaxprune.train import mask_history
 
 CFG = TINY_BERT
 
@@ -153,6 +154,7 @@ def test_fit_writes_the_run_directory(tmp_path):
             checkpoint_every=3,
             best_metric="accuracy",
             progress=False,
+            masks_every=2,
         ),
         state=train.init_state(params, tx),
         train_step=step,
@@ -162,6 +164,16 @@ def test_fit_writes_the_run_directory(tmp_path):
     )
     run = tmp_path / "run"
     assert int(state.step) == 6
+    history = mask_history.load(run)
+    assert sorted(history) == [2, 4, 6]
+    final = jaxprune.masks_of(state.opt_state)
+    named = dict(zip(jaxprune.paths.leaf_paths(final), jax.tree.leaves(final), strict=True))
+    assert history[6].keys() == named.keys()
+    for k, m in history[6].items():
+        np.testing.assert_array_equal(m, np.asarray(named[k]))
+    assert mask_history.difference(history[6], history[6]) == 0.0
+    kept = sum(int(m.sum()) for m in history[2].values())
+    assert kept == sum(m.size for m in history[2].values()) // 2  # sparsity 0.5 from step 0
     names = {p.name for p in run.iterdir()}
     assert {
         "config.json",
@@ -171,11 +183,27 @@ def test_fit_writes_the_run_directory(tmp_path):
         "sparsity_report.txt",
         "dev_metrics.json",
         "log.txt",
+        "masks",
     } <= names
     assert "50.00%" in (run / "sparsity_report.txt").read_text()
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert any('"scope": "dev"' in line for line in lines)
     assert any('"sparsity": 0.5' in line for line in lines)
+
+
+def test_mask_history_reads_back_and_refuses_what_does_not_match(tmp_path):
+    a = {"enc": {"kernel": np.arange(12).reshape(3, 4) % 3 == 0, "bias": None}}
+    b = {"enc": {"kernel": np.arange(12).reshape(3, 4) % 3 == 1, "bias": None}}
+    mask_history.save(tmp_path, 5, a)
+    mask_history.save(tmp_path, 10, b)
+    history = mask_history.load(tmp_path)
+    assert sorted(history) == [5, 10]
+    np.testing.assert_array_equal(history[5]["enc/kernel"], a["enc"]["kernel"])
+    assert mask_history.difference(history[5], history[10]) == 8 / 12
+    with pytest.raises(ValueError, match="differ in leaves or shapes"):
+        mask_history.difference(history[5], {"enc/kernel": np.ones((4, 3), bool)})
+    with pytest.raises(FileNotFoundError, match="masks_every"):
+        mask_history.load(tmp_path / "elsewhere")
 
 
 def test_global_topk_does_not_gather_sharded_scores():

@@ -431,6 +431,7 @@ def train_and_export(
             eval_every=job.eval_every,
             checkpoint_every=max(50, steps // 10),
             best_metric=None,
+            masks_every=job.masks_every,
         ),
         state=state,
         train_step=step,

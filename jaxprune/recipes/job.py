@@ -38,6 +38,8 @@ class Job:
       learning_rate / warmup_ratio / weight_decay: AdamW, linear warm-up then decay to 0.
       train_subset / eval_subset: a fixed seeded subset of that many examples; None: all.
       eval_every: evaluate every this many steps (None: at the end only).
+      masks_every: save the masks every this many steps to ``run_dir/masks/`` (criterion
+        methods; read back with :func:`jaxprune.train.mask_history.load`). None: never.
       eval_batch_size: evaluation batch.
       pack: pack several training examples into each row (GLUE; far less padding, see
         :class:`jaxprune.data.Batcher`); ``batch_size`` still counts examples. SparseBERT
@@ -95,6 +97,7 @@ class Job:
     train_subset: int | None = None
     eval_subset: int | None = None
     eval_every: int | None = None
+    masks_every: int | None = None
     eval_batch_size: int = 64
     pack: bool = False
     max_new_tokens: int = 64
@@ -124,7 +127,7 @@ class Job:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("steps", "train_subset", "eval_subset", "eval_every"):
+        for name in ("steps", "train_subset", "eval_subset", "eval_every", "masks_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
         if self.steps is None and self.epochs <= 0:
@@ -170,11 +173,21 @@ class Job:
 #: The :class:`Job` fields that cannot change a run's result, so a run folder resumes when
 #: only they differ: where the data lives (``data_dir``: the same published files, moved),
 #: how dev examples are grouped (``eval_batch_size``: the same metrics up to float
-#: rounding), the device layout (``model_parallel``, ``fsdp``, ``shard_state``: checkpoints
-#: restore into any mesh) and the report's names (``label``, ``reference``). Every other field
-#: changes what is trained or how it is scored.
+#: rounding), which masks are saved along the way (``masks_every``), the device layout
+#: (``model_parallel``, ``fsdp``, ``shard_state``: checkpoints restore into any mesh) and the
+#: report's names (``label``, ``reference``). Every other field changes what is trained or
+#: how it is scored.
 RESUMABLE_CHANGES = frozenset(
-    {"data_dir", "eval_batch_size", "model_parallel", "fsdp", "shard_state", "label", "reference"}
+    {
+        "data_dir",
+        "eval_batch_size",
+        "masks_every",
+        "model_parallel",
+        "fsdp",
+        "shard_state",
+        "label",
+        "reference",
+    }
 )
 
 #: Every :class:`Job` field's default, for run folders written before a field existed.

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from jaxprune import masks as masks_lib
 from jaxprune.optim import check as check_pruning
 from jaxprune.optim import masks_of
+from jaxprune.train import mask_history
 from jaxprune.train.checkpoint import Checkpointer
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ RUN_FILES = (
     "tensorboard",
     "sparsity_report.txt",
     "dev_metrics.json",
+    mask_history.DIR,
 )
 _FRESH = (
     "to start fresh, pass restart=True (jaxprune train: --restart), which deletes its "
@@ -148,6 +150,7 @@ class LoopConfig:
     best_metric: str | None = None  # dev metric that selects the best checkpoint
     best_mode: str = "max"
     progress: bool = True
+    masks_every: int | None = None  # save the masks every this many steps (mask_history)
 
 
 Batches = Callable[[int, int], Iterator[dict]]  # (epoch, start_index) -> global batches
@@ -236,6 +239,19 @@ class _Preemption:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+
+
+def _masks_every(config: LoopConfig, opt_state: Any) -> int | None:
+    """``config.masks_every``, or None (with a warning) where no ``masked_optimizer`` keeps
+    masks (learned-score methods derive theirs from the scores)."""
+    if not config.masks_every:
+        return None
+    try:
+        masks_of(opt_state)
+    except ValueError:
+        log.warning("masks_every: no masked_optimizer in this run's state; no masks saved")
+        return None
+    return config.masks_every
 
 
 def _current_sparsity(opt_state: Any) -> float | None:
@@ -335,6 +351,7 @@ def fit(
         dynamic_ncols=True,
     )
     step, window_start, window_steps, examples = start, time.perf_counter(), 0, 0
+    masks_every = _masks_every(config, state.opt_state)
     dev: dict = {}
     try:
         with _Preemption() as preemption:
@@ -354,6 +371,8 @@ def fit(
                             f"(loss={float(metrics['loss'])}); last good checkpoint: {where}"
                         )
                     check_pruning(state.opt_state)  # a refused mask update froze training
+                    if masks_every and step % masks_every == 0:
+                        mask_history.save(run_dir, step, masks_of(state.opt_state))
                     if step % config.log_every == 0 or step == config.steps:
                         elapsed = time.perf_counter() - window_start
                         values = {k: v for k, v in metrics.items() if k != "finite"}
