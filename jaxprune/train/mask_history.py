@@ -30,7 +30,7 @@ def save(run_dir: str | pathlib.Path, step: int, masks: Any) -> None:
         return
     folder = pathlib.Path(run_dir) / DIR
     folder.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Any] = {}  # np.savez types its **kwargs as its own flags
     for path, m in named.items():
         m = np.asarray(m, bool)
         arrays[f"{path}|bits"] = np.packbits(m.ravel())
