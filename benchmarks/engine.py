@@ -86,6 +86,8 @@ def method_for(name: str) -> Any:
         return methods.get("magnitude", sparsity=0.0, update_every=10**9)
     preset = methods.get(name.removesuffix("_bf16"))
     if name.endswith("_bf16"):
+        if not isinstance(preset, methods.CriterionMethod):
+            raise SystemExit(f"{name}: only criterion methods (PLATON, PINS) keep statistics")
         args = (*preset.criterion_args, ("state_dtype", "bfloat16"))
         preset = dataclasses.replace(preset, name=name, criterion_args=args)
     if isinstance(preset, methods.ScoreMethod):

@@ -1,6 +1,6 @@
 """The training engine: state, jitted steps, meshes, checkpoints and the loop."""
 
-from jaxprune.train import distributed
+from jaxprune.train import distributed, mask_history
 from jaxprune.train.checkpoint import Checkpointer, CheckpointError
 from jaxprune.train.loop import LoopConfig, NonFiniteError, fit
 from jaxprune.train.mesh import MeshMismatchError, Sharding, make_mesh
@@ -20,6 +20,7 @@ __all__ = [
     "fit",
     "init_state",
     "make_mesh",
+    "mask_history",
     "model_fn",
     "state_shardings",
     "supervised_loss",
