@@ -63,6 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from models import other_load  # benchmarks/models.py
+from overhead import full_sort, lax_top_k  # benchmarks/overhead.py
 
 from jaxprune import hf, masks, methods, paths, train
 from jaxprune.optim import masked_state
@@ -201,9 +202,14 @@ def timed_calls(args: argparse.Namespace) -> tuple[dict[str, Callable[[], Any]],
             method, run, forward, forward, params, teacher, batch, args
         )
         calls[name] = call
-        info[name] = {"compile": seconds, "bytes": size / n_params, "outside": None}
-        info[name] |= {"mask step": None, "crit": criterion_bytes(call.holder[0])}
-        info[name]["traffic"] = call.traffic
+        info[name] = {
+            "compile": seconds,
+            "bytes": size / n_params,
+            "outside": None,
+            "mask step": None,
+            "crit": criterion_bytes(call.holder[0]),
+            "traffic": call.traffic,
+        }
         if name == args.methods[0]:  # the noise floor: the reference against a copy of itself
             control = "control"
             calls[control] = compiled_step(
@@ -270,11 +276,10 @@ def topk_calls(params: Any, prunable: str) -> dict[str, Callable[[], Any]]:
         if keep
     ]
     n = sum(x.size for x in leaves)
-    k = round(0.1 * n)
     fns = {
         f"topk {n / 1e6:.1f}M": lambda s: masks.topk(s, 0.9),
-        "lax.top_k": lambda s: jax.lax.top_k(jnp.concatenate([x.ravel() for x in s]), k)[1],
-        "full sort": lambda s: jnp.sort(jnp.concatenate([x.ravel() for x in s])),
+        "lax.top_k": lax_top_k,
+        "full sort": full_sort,
     }
     compiled = {name: jax.jit(fn).lower(leaves).compile() for name, fn in fns.items()}
     return {f"{TOPK} {name}": lambda f=f: f(leaves) for name, f in compiled.items()}
